@@ -1,0 +1,2 @@
+/* main: placeholder, being written */
+int main(void) { return 1; }

@@ -1,0 +1,1 @@
+/* output: placeholder, being written */

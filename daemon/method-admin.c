@@ -1,0 +1,1 @@
+/* method-admin: placeholder, being written */

@@ -1,0 +1,1 @@
+/* method-auth: placeholder, being written */

@@ -1,0 +1,1 @@
+/* method-service: placeholder, being written */

@@ -1,0 +1,1 @@
+/* state: placeholder, being written */

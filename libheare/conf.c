@@ -1,0 +1,1 @@
+/* conf: placeholder, being written */

@@ -1,0 +1,1 @@
+/* keydoc: placeholder, being written */

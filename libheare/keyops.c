@@ -1,0 +1,1 @@
+/* keyops: placeholder, being written */

@@ -1,0 +1,1 @@
+/* keystore: placeholder, being written */

@@ -1,0 +1,21 @@
+/* store-backend: what a store backend implements; seen only by store.c and the backends. */
+#pragma once
+
+#include "store.h"
+
+typedef struct store_backend {
+    const char *scheme; /* "file", "s3" */
+    /* Opens from the URL; *ret_impl is the backend's state. */
+    int (*open)(const char *url, void **ret_impl, char **reterr);
+    void (*free)(void *impl);
+    int (*load)(void *impl, const char *if_not_version, char **ret_buf, size_t *ret_len,
+                char **ret_version, char **reterr);
+    int (*write)(void *impl, const char *expected_version, const char *buf, size_t len,
+                 char **ret_version, char **reterr);
+    /* Optional: held across a read-modify-write (file: flock on <path>.lock). Returns a
+     * token for unlock, or -errno. */
+    int (*lock)(void *impl, char **reterr);
+    void (*unlock)(void *impl, int token);
+} store_backend;
+
+extern const store_backend store_backend_file;

@@ -1,0 +1,1 @@
+/* store-file: placeholder, being written */

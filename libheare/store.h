@@ -1,0 +1,62 @@
+/* store: where the key document lives (SPEC §4). One interface, two backends: a local file
+ * (store-file.c) and, later, one S3 object. Both implement load-with-version-token and
+ * conditional write; read-modify-write is built once, here, on those two. Version tokens
+ * are opaque strings; "" means "the object does not exist". The library never logs:
+ * failures come back as -errno plus a one-line *reterr (caller frees) naming the store. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+typedef struct store store;
+
+/* Opens a store from its URL: "file:///abs/path" (or a bare absolute path). "s3://…"
+ * returns -EPROTONOSUPPORT with *reterr saying the S3 store is not built yet. Nothing is
+ * read or created until the first load/write. */
+int store_open(const char *url, store **ret, char **reterr);
+
+/* Frees s. NULL is fine. Returns NULL. */
+store *store_free(store *s);
+static inline void store_freep(store **s)
+{
+    store_free(*s);
+}
+
+/* The URL it was opened with (borrowed). */
+const char *store_url(const store *s);
+
+/* Loads the document. If if_not_version is non-NULL and the object is unchanged since that
+ * version, returns 1 and sets nothing (the file backend decides by stat without reading;
+ * S3 by If-None-Match). Otherwise returns 0 with *ret_buf/*ret_len (caller frees; NULL/0
+ * and version "" if the object does not exist) and *ret_version (caller frees). */
+int store_load(store *s, const char *if_not_version, char **ret_buf, size_t *ret_len,
+               char **ret_version, char **reterr);
+
+/* Writes buf[0..len) only if the current version equals expected_version ("" = must not
+ * exist). Returns 0 with *ret_version (may be NULL) the new version, -ESTALE if the
+ * version differs, other -errno on failure. */
+int store_write(store *s, const char *expected_version, const char *buf, size_t len,
+                char **ret_version, char **reterr);
+
+/* Changes the document with fn and writes it back conditionally: load, keydoc_parse,
+ * fn(doc, userdata), keydoc_validate, keydoc_dump, store_write; on -ESTALE it starts over
+ * (at most 10 times, with jittered backoff) and then returns -ESTALE. The file backend
+ * holds its lock file for the whole cycle so local writers never conflict. fn may run more
+ * than once and must start from the doc it is given; its error is returned as is (and
+ * nothing is written). On success *ret_doc (may be NULL) owns the document as written and
+ * *ret_version (may be NULL) its version. */
+typedef int (*store_mutator_t)(json_t *doc, void *userdata);
+int store_update(store *s, store_mutator_t fn, void *userdata, json_t **ret_doc,
+                 char **ret_version, char **reterr);
+
+/* Writes buf atomically to path with the given mode (tmp + fsync + rename + directory
+ * fsync), creating nothing but the file. For the last-known-good cache. Returns 0 or
+ * -errno with *reterr. */
+int store_write_file_atomic(const char *path, const char *buf, size_t len, unsigned mode,
+                            char **reterr);
+
+/* Reads a whole regular file of at most max bytes. Returns 0 with *ret_buf (NUL-terminated,
+ * caller frees) and *ret_len, -ENOENT if missing, -EFBIG if larger, other -errno. */
+int store_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_len);

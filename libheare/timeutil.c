@@ -1,0 +1,1 @@
+/* timeutil: placeholder, being written */

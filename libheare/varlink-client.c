@@ -1,0 +1,1 @@
+/* varlink-client: placeholder, being written */

@@ -1,0 +1,1 @@
+/* varlink: placeholder, being written */

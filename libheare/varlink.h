@@ -1,0 +1,51 @@
+/* varlink: message framing shared by the daemon and the client (SPEC §5). Each message is
+ * a JSON object followed by NUL, or by '\n' on a connection whose first message ended so
+ * ("line mode"). Nothing here allocates or does I/O. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include <jansson.h>
+
+#define VARLINK_MESSAGE_MAX (64 * 1024)
+
+typedef enum varlink_framing {
+    VARLINK_FRAMING_UNKNOWN = 0, /* decided by the first message */
+    VARLINK_FRAMING_NUL,
+    VARLINK_FRAMING_LINE,
+} varlink_framing;
+
+/* Looks for the next complete message at the start of buf[0..len). With *framing UNKNOWN
+ * the first terminator found (NUL or '\n') decides it and *framing is set. Returns 1 with
+ * *ret_msg_len (bytes before the terminator) and *ret_consumed (including it); 0 if no
+ * complete message is there yet and len <= VARLINK_MESSAGE_MAX; -EMSGSIZE if the message is
+ * (or must become) longer than VARLINK_MESSAGE_MAX bytes. */
+int varlink_frame_next(const char *buf, size_t len, varlink_framing *framing,
+                       size_t *ret_msg_len, size_t *ret_consumed);
+
+/* The terminator byte for a framing (NUL for UNKNOWN and NUL). */
+char varlink_terminator(varlink_framing framing);
+
+#define VARLINK_CALL_ONEWAY 0x1u
+#define VARLINK_CALL_MORE 0x2u
+
+typedef struct varlink_call {
+    json_t *message;         /* owns the whole parsed message */
+    const char *method;      /* "io.heare.Auth.Verify", borrowed from message */
+    const json_t *parameters; /* object; an empty one if absent (borrowed) */
+    unsigned flags;           /* VARLINK_CALL_* */
+} varlink_call;
+
+/* Parses one message as a call: a JSON object with a string "method" (a qualified name
+ * "iface.Method"), optional object "parameters", optional bool "oneway"/"more"; "more"
+ * and "oneway" together are refused; other members are ignored. Returns 0, or -EPROTO with
+ * *reterr_reason (static string) saying what is wrong. */
+int varlink_call_parse(const char *msg, size_t len, varlink_call *ret, const char **reterr_reason);
+
+/* Releases what a parsed call owns. */
+void varlink_call_done(varlink_call *call);
+
+/* Splits a qualified method "a.b.C.Method" into interface "a.b.C" (length) and the method
+ * name. Returns 0, or -EINVAL if there is no dot or either part is empty. */
+int varlink_split_method(const char *qualified, size_t *ret_iface_len, const char **ret_method);
