@@ -1,2 +1,451 @@
-/* main: placeholder, being written */
-int main(void) { return 1; }
+/* main: heare-authd's edge: flags and configuration, listening sockets (from systemd or
+ * bound here), signals, readiness and an orderly shutdown. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <systemd/sd-daemon.h>
+
+#include "conf.h"
+#include "daemon.h"
+#include "errors.h"
+#include "log.h"
+#include "macro.h"
+
+#define VERIFY_SOCKET_GROUP "heare-auth"
+#define MAX_LISTENERS 8
+
+enum {
+    OPT_CHECK_CONFIG = 0x100,
+    OPT_VERSION,
+    OPT_CONF_KEY, /* + index into conf_keys() */
+};
+
+typedef struct flag_setting {
+    const char *key;
+    const char *value;
+} flag_setting;
+
+static void usage(FILE *f)
+{
+    size_t n;
+    const conf_key_info *keys = conf_keys(&n);
+
+    fprintf(f,
+            "Usage: heare-authd [OPTIONS]\n"
+            "\n"
+            "Verifies API keys for the services beside it: Varlink on a verify and an admin\n"
+            "socket (socket-activated or bound here), keys held in memory from one store.\n"
+            "\n"
+            "  -c, --config PATH     configuration file (default " CONF_DEFAULT_PATH ")\n"
+            "  -f, --foreground      stay in the foreground (always: heare-authd never forks)\n"
+            "  -v, --verbose         log at debug level\n"
+            "      --check-config    validate the configuration, print it, and exit\n"
+            "  -h, --help            show this help\n"
+            "      --version         show the version\n"
+            "\n"
+            "Every configuration key is also a flag, --KEY VALUE (flags override the\n"
+            "environment, which overrides the file):\n");
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, "      --%-24s %s (default: %s)%s%s%s\n", keys[i].key, keys[i].help,
+                keys[i].default_str, keys[i].env ? "; env: " : "", keys[i].env ? keys[i].env : "",
+                keys[i].active ? "" : " [not active yet]");
+}
+
+/* Applies the environment and the flags over the file, in that order (SPEC §10). */
+static int load_config(conf *c, const char *path, bool path_given, const flag_setting *flags,
+                       size_t n_flags)
+{
+    _cleanup_free_ char *err = NULL;
+    int r = conf_load_file(c, path, path_given, &err);
+    if (r < 0) {
+        fprintf(stderr, "heare-authd: %s\n", err ? err : strerror(-r));
+        return r;
+    }
+    r = conf_load_env(c, &err);
+    if (r < 0) {
+        fprintf(stderr, "heare-authd: %s\n", err ? err : strerror(-r));
+        return r;
+    }
+    for (size_t i = 0; i < n_flags; i++) {
+        r = conf_set(c, flags[i].key, flags[i].value, &err);
+        if (r < 0) {
+            fprintf(stderr, "heare-authd: --%s\n", err ? err : strerror(-r));
+            return r;
+        }
+    }
+    if (c->threads == 0) {
+        long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+        c->threads = cpus > 0 ? (unsigned)cpus : 1;
+    }
+    return 0;
+}
+
+static void report_inactive(const conf *c, bool to_log)
+{
+    size_t n;
+    const conf_key_info *keys = conf_keys(&n);
+    for (size_t i = 0; i < n && i < 64; i++) {
+        if (!(c->inactive_set & (UINT64_C(1) << i)))
+            continue;
+        if (to_log)
+            log_warning("configuration key '%s' is set but not active yet in this version of "
+                        "heare-authd: it has no effect",
+                        keys[i].key);
+        else
+            fprintf(stderr, "heare-authd: warning: '%s' is set but not active yet: it has no "
+                            "effect\n",
+                    keys[i].key);
+    }
+}
+
+/* Binds path ourselves: creates the directory, replaces a stale socket file, and refuses
+ * to take over from a daemon that still answers there. */
+static int bind_socket(const char *path, mode_t mode, const char *group, int *ret_fd)
+{
+    struct sockaddr_un sa = {.sun_family = AF_UNIX};
+    struct stat st;
+    _cleanup_close_ int fd = -1;
+
+    if (strlen(path) >= sizeof(sa.sun_path)) {
+        log_error("socket path %s is too long", path);
+        return -ENAMETOOLONG;
+    }
+    strcpy(sa.sun_path, path);
+
+    /* mkdir -p of the parent: /run/heare-auth normally comes from RuntimeDirectory=. */
+    _cleanup_free_ char *dir = strdup(path);
+    if (!dir)
+        return -ENOMEM;
+    for (char *p = dir + 1; (p = strchr(p, '/')); p++) {
+        *p = 0;
+        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+            int r = negative_errno();
+            log_error("cannot create directory %s for socket %s: %s", dir, path, strerror(-r));
+            return r;
+        }
+        *p = '/';
+    }
+
+    if (lstat(path, &st) == 0) {
+        if (!S_ISSOCK(st.st_mode)) {
+            log_error("%s exists and is not a socket: not replacing it", path);
+            return -EEXIST;
+        }
+        _cleanup_close_ int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0) {
+            log_error("another daemon is answering on %s: not taking it over", path);
+            return -EADDRINUSE;
+        }
+        if (unlink(path) < 0 && errno != ENOENT) {
+            int r = negative_errno();
+            log_error("cannot remove stale socket %s: %s", path, strerror(-r));
+            return r;
+        }
+    }
+
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return negative_errno();
+    /* Bind under a umask that leaves no window with wider permissions than mode. */
+    mode_t old = umask(0777 & ~mode);
+    int r = bind(fd, (struct sockaddr *)&sa, sizeof(sa));
+    umask(old);
+    if (r < 0) {
+        r = negative_errno();
+        log_error("cannot bind %s: %s", path, strerror(-r));
+        return r;
+    }
+    if (chmod(path, mode) < 0) {
+        r = negative_errno();
+        log_error("cannot chmod %s: %s", path, strerror(-r));
+        return r;
+    }
+    if (group) {
+        struct group gr, *res = NULL;
+        char buf[4096];
+        if (getgrnam_r(group, &gr, buf, sizeof(buf), &res) == 0 && res &&
+            chown(path, (uid_t)-1, res->gr_gid) < 0)
+            log_warning("cannot give %s to group %s: %s", path, group, strerror(errno));
+    }
+    if (listen(fd, SOMAXCONN) < 0) {
+        r = negative_errno();
+        log_error("cannot listen on %s: %s", path, strerror(-r));
+        return r;
+    }
+    *ret_fd = TAKE_FD(fd);
+    return 0;
+}
+
+static int set_nonblock(int fd)
+{
+    int flags = fcntl(fd, F_GETFL);
+    if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return negative_errno();
+    return 0;
+}
+
+/* Sockets from systemd by name; the kinds it did not pass are bound here. */
+static int setup_listeners(const conf *c, listen_fd *l, size_t *ret_n)
+{
+    char **names = NULL;
+    size_t n = 0;
+    bool have_verify = false, have_admin = false;
+
+    int nfds = sd_listen_fds_with_names(1, &names);
+    if (nfds < 0) {
+        log_error("socket activation: %s", strerror(-nfds));
+        return nfds;
+    }
+    for (int i = 0; i < nfds; i++) {
+        int fd = SD_LISTEN_FDS_START + i;
+        const char *name = names && names[i] ? names[i] : "";
+        sock_kind kind;
+        if (strcmp(name, "verify") == 0)
+            kind = SOCK_VERIFY;
+        else if (strcmp(name, "admin") == 0)
+            kind = SOCK_ADMIN;
+        else {
+            if (strcmp(name, "http") == 0)
+                log_warning("socket activation: the 'http' listener is not active yet in this "
+                            "version; closing it");
+            else
+                log_warning("socket activation: ignoring fd %d with unknown name '%s' "
+                            "(expected verify, admin or http)",
+                            fd, name);
+            close(fd);
+            continue;
+        }
+        if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+            log_error("socket activation: fd '%s' is not a listening Unix stream socket", name);
+            return -EINVAL;
+        }
+        if ((kind == SOCK_VERIFY && have_verify) || (kind == SOCK_ADMIN && have_admin) ||
+            n >= MAX_LISTENERS) {
+            log_error("socket activation: more than one fd named '%s'", name);
+            return -EINVAL;
+        }
+        int r = set_nonblock(fd);
+        if (r < 0)
+            return r;
+        have_verify |= kind == SOCK_VERIFY;
+        have_admin |= kind == SOCK_ADMIN;
+        l[n++] = (listen_fd){.fd = fd, .kind = kind};
+        log_info("listening on socket-activated '%s' (fd %d)", name, fd);
+    }
+    if (names) {
+        for (int i = 0; i < nfds; i++)
+            free(names[i]);
+        free(names);
+    }
+
+    if (!have_verify) {
+        int fd;
+        int r = bind_socket(c->verify_socket, 0660, VERIFY_SOCKET_GROUP, &fd);
+        if (r < 0)
+            return r;
+        l[n++] = (listen_fd){.fd = fd, .kind = SOCK_VERIFY, .path = strdup(c->verify_socket)};
+        log_info("listening on %s (verify)", c->verify_socket);
+    }
+    if (!have_admin) {
+        int fd;
+        int r = bind_socket(c->admin_socket, 0600, NULL, &fd);
+        if (r < 0)
+            return r;
+        l[n++] = (listen_fd){.fd = fd, .kind = SOCK_ADMIN, .path = strdup(c->admin_socket)};
+        log_info("listening on %s (admin)", c->admin_socket);
+    }
+    *ret_n = n;
+    return 0;
+}
+
+static void close_listeners(listen_fd *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        /* Only what we bound is ours to remove; systemd owns the activated ones. */
+        if (l[i].path)
+            unlink(l[i].path);
+        safe_close(l[i].fd);
+        free(l[i].path);
+    }
+}
+
+static log_target choose_log_target(const conf *c)
+{
+    if (c->log_format == CONF_LOG_JOURNAL)
+        return LOG_TARGET_JOURNAL;
+    if (c->log_format == CONF_LOG_JSON)
+        return LOG_TARGET_JSON;
+    /* systemd sets JOURNAL_STREAM when stderr is connected to the journal. */
+    return getenv("JOURNAL_STREAM") ? LOG_TARGET_JOURNAL : LOG_TARGET_JSON;
+}
+
+int main(int argc, char **argv)
+{
+    size_t n_keys;
+    const conf_key_info *keys = conf_keys(&n_keys);
+    const char *config_path = CONF_DEFAULT_PATH;
+    bool config_given = false, check_only = false, verbose = false;
+    _cleanup_free_ struct option *opts = NULL;
+    _cleanup_free_ flag_setting *flags = NULL;
+    size_t n_flags = 0;
+    static const struct option fixed[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"foreground", no_argument, NULL, 'f'},
+        {"verbose", no_argument, NULL, 'v'},
+        {"check-config", no_argument, NULL, OPT_CHECK_CONFIG},
+        {"help", no_argument, NULL, 'h'},
+        {"version", no_argument, NULL, OPT_VERSION},
+    };
+
+    opts = calloc(ELEMENTSOF(fixed) + n_keys + 1, sizeof(*opts));
+    flags = calloc((size_t)argc, sizeof(*flags));
+    if (!opts || !flags) {
+        fprintf(stderr, "heare-authd: out of memory\n");
+        return 1;
+    }
+    memcpy(opts, fixed, sizeof(fixed));
+    for (size_t i = 0; i < n_keys; i++)
+        opts[ELEMENTSOF(fixed) + i] =
+            (struct option){keys[i].key, required_argument, NULL, OPT_CONF_KEY + (int)i};
+
+    int o;
+    while ((o = getopt_long(argc, argv, "c:fvh", opts, NULL)) >= 0) {
+        switch (o) {
+        case 'c':
+            config_path = optarg;
+            config_given = true;
+            break;
+        case 'f':
+            break;
+        case 'v':
+            verbose = true;
+            break;
+        case OPT_CHECK_CONFIG:
+            check_only = true;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case OPT_VERSION:
+            printf("heare-authd %s\n", HEARE_VERSION);
+            return 0;
+        case '?':
+            fprintf(stderr, "Try 'heare-authd --help'.\n");
+            return EXIT_USAGE;
+        default:
+            flags[n_flags++] = (flag_setting){keys[o - OPT_CONF_KEY].key, optarg};
+            break;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "heare-authd: unexpected argument '%s'\nTry 'heare-authd --help'.\n",
+                argv[optind]);
+        return EXIT_USAGE;
+    }
+
+    conf c;
+    if (conf_init(&c) < 0) {
+        fprintf(stderr, "heare-authd: out of memory\n");
+        return 1;
+    }
+    if (load_config(&c, config_path, config_given, flags, n_flags) < 0) {
+        conf_done(&c);
+        return EXIT_USAGE;
+    }
+    if (verbose)
+        c.log_level = LOG_DEBUG;
+
+    if (check_only) {
+        _cleanup_free_ char *dump = conf_dump(&c);
+        fputs(dump ? dump : "", stdout);
+        report_inactive(&c, false);
+        printf("# configuration OK\n");
+        conf_done(&c);
+        return 0;
+    }
+
+    log_setup(choose_log_target(&c), c.log_level);
+    report_inactive(&c, true);
+
+    /* Signals are taken synchronously by this thread; every thread inherits the mask. */
+    sigset_t mask;
+    sigemptyset(&mask);
+    sigaddset(&mask, SIGTERM);
+    sigaddset(&mask, SIGINT);
+    sigaddset(&mask, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &mask, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    listen_fd listeners[MAX_LISTENERS];
+    size_t n_listeners = 0;
+    int exit_code = 1;
+    _cleanup_free_ char *err = NULL;
+
+    int r = setup_listeners(&c, listeners, &n_listeners);
+    if (r < 0)
+        goto finish;
+
+    r = state_init(&c, &err);
+    if (r < 0) {
+        log_error("store %s: %s", c.store, err ? err : strerror(-r));
+        goto finish;
+    }
+    r = server_start(&c, listeners, n_listeners);
+    if (r < 0) {
+        log_error("cannot start the serving loops: %s", strerror(-r));
+        goto finish;
+    }
+    r = state_start();
+    if (r < 0) {
+        log_error("cannot start the store thread: %s", strerror(-r));
+        goto finish;
+    }
+
+    state_health h;
+    state_get_health(&h);
+    sd_notifyf(0, "READY=1\nSTATUS=%s: %zu keys from %s", h.status, h.keys_loaded, c.store);
+    log_event(LOG_INFO, &(log_fields){.event = "startup", .peer_uid = -1, .peer_pid = -1},
+              "heare-authd %s ready: %zu keys, %s, %u threads", HEARE_VERSION, h.keys_loaded,
+              h.status, c.threads);
+    free(h.last_error);
+
+    for (;;) {
+        siginfo_t si;
+        if (sigwaitinfo(&mask, &si) < 0) {
+            if (errno == EINTR)
+                continue;
+            log_error("sigwaitinfo: %s", strerror(errno));
+            break;
+        }
+        if (si.si_signo == SIGHUP) {
+            state_request_reload();
+            continue;
+        }
+        log_info("%s: draining and exiting", strsignal(si.si_signo));
+        break;
+    }
+
+    sd_notify(0, "STOPPING=1");
+    server_stop();
+    bool clean = server_wait();
+    state_finish();
+    if (clean)
+        server_free();
+    log_event(LOG_INFO, &(log_fields){.event = "shutdown", .peer_uid = -1, .peer_pid = -1},
+              "heare-authd stopped");
+    exit_code = 0;
+
+finish:
+    close_listeners(listeners, n_listeners);
+    conf_done(&c);
+    return exit_code;
+}

@@ -1,1 +1,218 @@
-/* method-admin: placeholder, being written */
+/* method-admin: io.heare.AuthAdmin, on the admin socket for admin peers only (the
+ * connection code checks that). Reads come from the published keystore; writes go to the
+ * store thread, which writes the store first and only then swaps the keystore. */
+#include <stdio.h>
+#include <string.h>
+
+#include <systemd/sd-login.h>
+
+#include "daemon.h"
+#include "errors.h"
+#include "json-util.h"
+#include "keyops.h"
+#include "log.h"
+#include "macro.h"
+#include "secret.h"
+#include "timeutil.h"
+
+static void reply_oom(call_ctx *ctx)
+{
+    call_error(ctx, "io.heare.AuthAdmin.StoreUnavailable",
+               json_pack("{s:s}", "reason", "out of memory"));
+}
+
+static void submit(call_ctx *ctx, job_kind kind, const json_t *params)
+{
+    job *j = calloc(1, sizeof(*j));
+    /* The store thread gets its own copy: the call's message is freed after dispatch. */
+    if (!j || !(j->params = json_deep_copy(params))) {
+        free(j);
+        reply_oom(ctx);
+        return;
+    }
+    j->kind = kind;
+    call_submit(ctx, j);
+}
+
+static void method_create_key(call_ctx *ctx, const json_t *params)
+{
+    submit(ctx, JOB_CREATE, params);
+}
+
+static void method_update_key(call_ctx *ctx, const json_t *params)
+{
+    submit(ctx, JOB_UPDATE, params);
+}
+
+static void method_rotate_key(call_ctx *ctx, const json_t *params)
+{
+    submit(ctx, JOB_ROTATE, params);
+}
+
+static void method_delete_key(call_ctx *ctx, const json_t *params)
+{
+    submit(ctx, JOB_DELETE, params);
+}
+
+static void method_refresh(call_ctx *ctx, const json_t *params)
+{
+    if (json_object_size(params) > 0) {
+        call_error_invalid_parameter(ctx,
+                                     json_object_iter_key(json_object_iter((json_t *)params)));
+        return;
+    }
+    submit(ctx, JOB_REFRESH, params);
+}
+
+static void method_get_key(call_ctx *ctx, const json_t *params)
+{
+    const char *id;
+    const param_field fields[] = {{"id", &id, true}};
+    if (!call_read_string_params(ctx, params, fields, ELEMENTSOF(fields)))
+        return;
+
+    const keystore_key *k = keystore_get(state_keystore(), id);
+    if (!k) {
+        call_error(ctx, "io.heare.AuthAdmin.KeyNotFound", json_pack("{s:s}", "id", id));
+        return;
+    }
+    json_t *key = keyops_render_key(keystore_key_object(k), timeutil_now());
+    json_t *reply = key ? json_pack("{s:o}", "key", key) : NULL;
+    if (!reply) {
+        reply_oom(ctx);
+        return;
+    }
+    call_reply(ctx, reply, false);
+}
+
+static void method_list_keys(call_ctx *ctx, const json_t *params)
+{
+    if (json_object_size(params) > 0) {
+        call_error_invalid_parameter(ctx,
+                                     json_object_iter_key(json_object_iter((json_t *)params)));
+        return;
+    }
+    const keystore *ks = state_keystore();
+    size_t n = keystore_size(ks);
+    int64_t now = timeutil_now();
+
+    if (call_wants_more(ctx) && n > 0) {
+        for (size_t i = 0; i < n; i++) {
+            json_t *key = keyops_render_key(keystore_key_object(keystore_at(ks, i)), now);
+            json_t *reply = key ? json_pack("{s:[o]}", "keys", key) : NULL;
+            if (!reply) {
+                reply_oom(ctx);
+                return;
+            }
+            call_reply(ctx, reply, i + 1 < n);
+        }
+        return;
+    }
+    json_t *keys = json_array();
+    for (size_t i = 0; keys && i < n; i++)
+        if (json_array_append_new(keys,
+                                  keyops_render_key(keystore_key_object(keystore_at(ks, i)), now)) < 0)
+            keys = (json_decref(keys), NULL);
+    json_t *reply = keys ? json_pack("{s:o}", "keys", keys) : NULL;
+    if (!reply) {
+        reply_oom(ctx);
+        return;
+    }
+    call_reply(ctx, reply, false);
+}
+
+/* The parameter names an update set, for the audit line ("name,scopes"). */
+static char *changed_fields(const json_t *params)
+{
+    const char *name;
+    json_t *v;
+    size_t len = 0;
+    char *s = NULL;
+    bool first = true;
+    FILE *f = open_memstream(&s, &len);
+    if (!f)
+        return NULL;
+    json_object_foreach((json_t *)params, name, v) {
+        if (strcmp(name, "id") == 0 || json_is_null(v))
+            continue;
+        fprintf(f, "%s%s", first ? "" : ",", name);
+        first = false;
+    }
+    fclose(f);
+    return s;
+}
+
+static void audit(call_ctx *ctx, const job *j)
+{
+    static const char *const events[] = {
+        [JOB_CREATE] = "key_created",
+        [JOB_UPDATE] = "key_updated",
+        [JOB_ROTATE] = "key_rotated",
+        [JOB_DELETE] = "key_deleted",
+    };
+    const peer_cred *p = call_peer(ctx);
+    const json_t *key = json_object_get(j->reply, "key");
+    const char *id = json_string_value(json_object_get(key, "id"));
+    if (!id)
+        id = json_string_value(json_object_get(j->params, "id"));
+    _cleanup_free_ char *unit = NULL, *changed = NULL;
+    (void)sd_pid_get_unit(p->pid, &unit);
+    if (j->kind == JOB_UPDATE)
+        changed = changed_fields(j->params);
+
+    log_fields f = {
+        .event = events[j->kind],
+        .key_id = id,
+        .key_name = json_string_value(json_object_get(key, "name")),
+        .peer_uid = p->uid,
+        .peer_pid = p->pid,
+        .peer_unit = unit,
+        .changed = changed,
+    };
+    log_event(LOG_NOTICE, &f, "%s %s by uid %u", events[j->kind], id ? id : "?",
+              (unsigned)p->uid);
+}
+
+void method_admin_job_done(call_ctx *ctx, job *j)
+{
+    if (j->r < 0) {
+        const char *name = errors_varlink_name(j->r);
+        json_t *params;
+        if (j->r == -EINVAL)
+            params = json_pack("{s:s}", "parameter", j->error_param ? j->error_param : "parameters");
+        else if (j->r == -ENOKEY)
+            params = json_pack("{s:s}", "id", json_string_value(json_object_get(j->params, "id"))
+                                                  ?: "");
+        else
+            params = json_pack("{s:s}", "reason",
+                               j->error_reason ? j->error_reason : errors_str(j->r));
+        call_error(ctx, name, params);
+        return;
+    }
+    if (j->kind != JOB_REFRESH)
+        audit(ctx, j);
+    json_t *secret = json_object_get(j->reply, "secret");
+    json_t *reply = j->reply;
+    j->reply = NULL;
+    if (secret) {
+        /* Keep the only plaintext copies short-lived: wiped once sent. */
+        json_incref(secret);
+        call_note_secret(ctx);
+        call_reply(ctx, reply, false);
+        secret_wipe((char *)json_string_value(secret), json_string_length(secret));
+        json_decref(secret);
+        return;
+    }
+    call_reply(ctx, reply, false);
+}
+
+const method_entry methods_admin[] = {
+    {"CreateKey", method_create_key, 0},
+    {"ListKeys", method_list_keys, METHOD_MORE},
+    {"GetKey", method_get_key, 0},
+    {"UpdateKey", method_update_key, 0},
+    {"RotateKey", method_rotate_key, 0},
+    {"DeleteKey", method_delete_key, 0},
+    {"Refresh", method_refresh, 0},
+    {NULL, NULL, 0},
+};

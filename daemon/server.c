@@ -1,1 +1,743 @@
-/* server: placeholder, being written */
+/* server: the serving loops. One h2o evloop per worker thread, every worker accepting on
+ * every listening socket; each Varlink connection is an h2o_socket_t with an idle timeout.
+ * Calls are framed, checked against the socket and the peer, and dispatched through the
+ * interface tables; replies go out in call order. Admin writes are handed to the store
+ * thread and the connection waits for the answer without blocking its loop. */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <h2o/multithread.h>
+#include <h2o/socket.h>
+#include <h2o/timeout.h>
+#include <urcu-qsbr.h>
+
+#include "daemon.h"
+#include "json-util.h"
+#include "log.h"
+#include "macro.h"
+#include "secret.h"
+
+/* Each loop wakes at least this often so that it reports an RCU quiescent state: this
+ * bounds how long a retired keystore waits before it is freed. */
+#define LOOP_MAX_WAIT_MS 500
+/* Connections per worker; over it a new connection is closed at once. */
+#define MAX_CONNS_PER_WORKER 4096
+/* Stop reading a connection's calls while this much output waits for the peer. */
+#define OUT_HIGH_WATER (1024 * 1024)
+#define DRAIN_TIMEOUT_MS 5000
+#define ACCEPT_BATCH 64
+
+typedef struct worker worker;
+
+typedef struct listener {
+    worker *w;
+    h2o_socket_t *sock;
+    sock_kind kind;
+} listener;
+
+struct worker {
+    unsigned idx;
+    pthread_t tid;
+    h2o_evloop_t *loop;
+    h2o_multithread_queue_t *queue;
+    h2o_multithread_receiver_t jobs_receiver;
+    h2o_multithread_receiver_t stop_receiver;
+    h2o_multithread_message_t stop_message;
+    listener *listeners;
+    size_t n_listeners;
+    h2o_timeout_t idle_timeout;
+    h2o_linklist_t conns;
+    size_t n_conns;
+    size_t n_pending; /* connections waiting for the store thread */
+    bool stopping;
+    uint64_t stop_deadline;
+};
+
+typedef struct conn {
+    worker *w;
+    h2o_socket_t *sock; /* NULL once closed */
+    sock_kind kind;
+    peer_cred peer;
+    int admin; /* -1 unknown, 0 no, 1 yes */
+    varlink_framing framing;
+    h2o_timeout_entry_t idle_entry;
+    h2o_linklist_t link;
+    char *out; /* replies not yet handed to the socket */
+    size_t out_len, out_cap;
+    char *wbuf; /* the write in flight */
+    size_t wbuf_len, wbuf_cap;
+    bool writing;
+    bool reading;
+    bool close_after_flush;
+    bool pending_job;
+    bool eof; /* the peer finished sending: answer what it sent, then close */
+    bool wipe_output; /* a reply carried a secret: wipe the buffers after sending */
+} conn;
+
+struct call_ctx {
+    conn *c;
+    bool oneway;
+    bool more;
+    bool answered;
+};
+
+/* A job's trip back from the store thread to the loop that owns the connection. */
+typedef struct pending {
+    h2o_multithread_message_t super;
+    job *j;
+    conn *c;
+    bool oneway;
+} pending;
+
+static const conf *g_conf;
+static worker *g_workers;
+static size_t g_n_workers;
+
+static void conn_process(conn *c);
+static void conn_flush(conn *c);
+
+/* ---- output ---- */
+
+static int out_reserve(conn *c, size_t more)
+{
+    if (c->out_len + more <= c->out_cap)
+        return 0;
+    size_t cap = c->out_cap ? c->out_cap : 4096;
+    while (cap < c->out_len + more)
+        cap *= 2;
+    char *p = realloc(c->out, cap);
+    if (!p)
+        return -ENOMEM;
+    c->out = p;
+    c->out_cap = cap;
+    return 0;
+}
+
+static void out_append(conn *c, const char *p, size_t n)
+{
+    if (out_reserve(c, n) < 0) {
+        /* Out of memory: a reply cannot be lost silently, so the connection goes. */
+        c->close_after_flush = true;
+        return;
+    }
+    memcpy(c->out + c->out_len, p, n);
+    c->out_len += n;
+}
+
+static void out_terminate(conn *c)
+{
+    char t = varlink_terminator(c->framing);
+    out_append(c, &t, 1);
+}
+
+/* ---- replies ---- */
+
+const peer_cred *call_peer(const call_ctx *ctx)
+{
+    return &ctx->c->peer;
+}
+
+const conf *call_conf(const call_ctx *ctx)
+{
+    return g_conf;
+}
+
+void call_note_secret(call_ctx *ctx)
+{
+    ctx->c->wipe_output = true;
+}
+
+sock_kind call_socket_kind(const call_ctx *ctx)
+{
+    return ctx->c->kind;
+}
+
+bool call_wants_more(const call_ctx *ctx)
+{
+    return ctx->more;
+}
+
+void call_reply_text(call_ctx *ctx, const char *params_text, size_t len)
+{
+    static const char head[] = "{\"parameters\":";
+    ctx->answered = true;
+    if (ctx->oneway)
+        return;
+    out_append(ctx->c, head, sizeof(head) - 1);
+    out_append(ctx->c, params_text, len);
+    out_append(ctx->c, "}", 1);
+    out_terminate(ctx->c);
+}
+
+void call_reply(call_ctx *ctx, json_t *params, bool continues)
+{
+    _cleanup_json_ json_t *msg = NULL;
+    ctx->answered = true;
+    if (ctx->oneway) {
+        json_decref(params);
+        return;
+    }
+    msg = json_object();
+    if (!msg || json_object_set_new(msg, "parameters", params ? params : json_object()) < 0) {
+        ctx->c->close_after_flush = true;
+        return;
+    }
+    if (continues)
+        json_object_set_new(msg, "continues", json_true());
+    char *text = json_dumps(msg, JSON_COMPACT);
+    if (!text) {
+        ctx->c->close_after_flush = true;
+        return;
+    }
+    out_append(ctx->c, text, strlen(text));
+    out_terminate(ctx->c);
+    if (ctx->c->wipe_output)
+        secret_wipe(text, strlen(text));
+    free(text);
+}
+
+void call_error(call_ctx *ctx, const char *error, json_t *params)
+{
+    _cleanup_json_ json_t *msg = NULL;
+    ctx->answered = true;
+    /* A oneway call gets no answer, not even an error. */
+    if (ctx->oneway) {
+        json_decref(params);
+        return;
+    }
+    msg = json_pack("{s:s,s:o}", "error", error, "parameters", params ? params : json_object());
+    char *text = msg ? json_dumps(msg, JSON_COMPACT) : NULL;
+    if (!text) {
+        ctx->c->close_after_flush = true;
+        return;
+    }
+    out_append(ctx->c, text, strlen(text));
+    out_terminate(ctx->c);
+    free(text);
+}
+
+void call_error_invalid_parameter(call_ctx *ctx, const char *parameter)
+{
+    call_error(ctx, "org.varlink.service.InvalidParameter",
+               json_pack("{s:s}", "parameter", parameter));
+}
+
+bool call_read_string_params(call_ctx *ctx, const json_t *params, const param_field *fields,
+                             size_t n)
+{
+    const char *name;
+    json_t *v;
+
+    for (size_t i = 0; i < n; i++)
+        *fields[i].value = NULL;
+    json_object_foreach((json_t *)params, name, v) {
+        size_t i;
+        for (i = 0; i < n; i++)
+            if (strcmp(fields[i].name, name) == 0)
+                break;
+        if (i == n || !(json_is_string(v) || (json_is_null(v) && !fields[i].required))) {
+            call_error_invalid_parameter(ctx, name);
+            return false;
+        }
+        *fields[i].value = json_string_value(v);
+    }
+    for (size_t i = 0; i < n; i++)
+        if (fields[i].required && !*fields[i].value) {
+            call_error_invalid_parameter(ctx, fields[i].name);
+            return false;
+        }
+    return true;
+}
+
+/* ---- admin check ---- */
+
+static bool gid_listed(gid_t gid)
+{
+    for (size_t i = 0; i < g_conf->n_admin_gids; i++)
+        if (g_conf->admin_gids[i] == gid)
+            return true;
+    return false;
+}
+
+static bool peer_is_admin(conn *c)
+{
+    if (c->admin >= 0)
+        return c->admin;
+    c->admin = 0;
+    if (c->peer.uid == 0 || c->peer.uid == geteuid())
+        c->admin = 1;
+    for (size_t i = 0; !c->admin && i < g_conf->n_admin_uids; i++)
+        if (g_conf->admin_uids[i] == c->peer.uid)
+            c->admin = 1;
+    if (!c->admin && g_conf->n_admin_gids > 0) {
+        if (gid_listed(c->peer.gid)) {
+            c->admin = 1;
+        } else {
+            /* Supplementary groups as the kernel saw them at connect time. */
+            gid_t groups[256];
+            socklen_t len = sizeof(groups);
+            if (getsockopt(h2o_socket_get_fd(c->sock), SOL_SOCKET, SO_PEERGROUPS, groups,
+                           &len) == 0)
+                for (size_t i = 0; i < len / sizeof(gid_t); i++)
+                    if (gid_listed(groups[i]))
+                        c->admin = 1;
+        }
+    }
+    return c->admin;
+}
+
+/* ---- dispatch ---- */
+
+static void dispatch(conn *c, const varlink_call *call)
+{
+    call_ctx ctx = {
+        .c = c,
+        .oneway = call->flags & VARLINK_CALL_ONEWAY,
+    };
+    size_t iface_len;
+    const char *method_name;
+    const interface_entry *iface = NULL;
+    const method_entry *m = NULL;
+
+    if (varlink_split_method(call->method, &iface_len, &method_name) < 0) {
+        call_error(&ctx, "org.varlink.service.MethodNotFound",
+                   json_pack("{s:s}", "method", call->method));
+        return;
+    }
+    for (const interface_entry *i = interfaces; i->name; i++)
+        if (strlen(i->name) == iface_len && memcmp(i->name, call->method, iface_len) == 0)
+            iface = i;
+    if (!iface) {
+        _cleanup_free_ char *name = strndup(call->method, iface_len);
+        call_error(&ctx, "org.varlink.service.InterfaceNotFound",
+                   json_pack("{s:s}", "interface", name ? name : ""));
+        return;
+    }
+    /* The connection code checks privileges so that handlers never have to. */
+    if ((iface->flags & METHOD_ADMIN) && (c->kind != SOCK_ADMIN || !peer_is_admin(c))) {
+        call_error(&ctx, "io.heare.AuthAdmin.PermissionDenied", NULL);
+        return;
+    }
+    for (const method_entry *e = iface->methods; e->name; e++)
+        if (strcmp(e->name, method_name) == 0)
+            m = e;
+    if (!m) {
+        call_error(&ctx, "org.varlink.service.MethodNotFound",
+                   json_pack("{s:s}", "method", call->method));
+        return;
+    }
+    /* "more" on a method with one answer is answered once, as Varlink allows. */
+    ctx.more = (call->flags & VARLINK_CALL_MORE) && (m->flags & METHOD_MORE);
+    m->fn(&ctx, call->parameters);
+    if (!ctx.answered)
+        call_error(&ctx, "io.heare.AuthAdmin.StoreUnavailable",
+                   json_pack("{s:s}", "reason", "internal error: no answer"));
+}
+
+static void handle_message(conn *c, const char *msg, size_t len)
+{
+    varlink_call call;
+    const char *reason = NULL;
+
+    if (varlink_call_parse(msg, len, &call, &reason) < 0) {
+        call_ctx ctx = {.c = c};
+        call_error(&ctx, "io.heare.Auth.InvalidMessage",
+                   json_pack("{s:s}", "reason", reason ? reason : "invalid message"));
+        c->close_after_flush = true;
+        return;
+    }
+    dispatch(c, &call);
+    varlink_call_done(&call);
+}
+
+/* ---- connection life ---- */
+
+static void conn_free(conn *c)
+{
+    if (c->wipe_output) {
+        secret_wipe(c->out, c->out_cap);
+        secret_wipe(c->wbuf, c->wbuf_cap);
+    }
+    free(c->out);
+    free(c->wbuf);
+    free(c);
+}
+
+static void conn_close(conn *c)
+{
+    if (!c->sock)
+        return;
+    if (h2o_timeout_is_linked(&c->idle_entry))
+        h2o_timeout_unlink(&c->idle_entry);
+    h2o_linklist_unlink(&c->link);
+    c->w->n_conns--;
+    /* The message bytes may hold a key: wipe what is left unread. */
+    if (c->sock->input && c->sock->input->size)
+        secret_wipe(c->sock->input->bytes, c->sock->input->size);
+    h2o_socket_close(c->sock);
+    c->sock = NULL;
+    /* A job in flight still points here; the job's return frees it. */
+    if (!c->pending_job)
+        conn_free(c);
+}
+
+static void on_write_complete(h2o_socket_t *sock, const char *err)
+{
+    conn *c = sock->data;
+    c->writing = false;
+    if (c->wipe_output)
+        secret_wipe(c->wbuf, c->wbuf_len);
+    c->wbuf_len = 0;
+    if (err) {
+        conn_close(c);
+        return;
+    }
+    conn_process(c);
+}
+
+static void conn_flush(conn *c)
+{
+    if (!c->sock || c->writing)
+        return;
+    if (c->out_len == 0) {
+        bool idle = !c->pending_job && c->sock->input->size == 0;
+        if (c->close_after_flush || (c->w->stopping && idle))
+            conn_close(c);
+        return;
+    }
+    /* Swap the buffers: replies keep accumulating while this write is in flight. */
+    char *p = c->wbuf;
+    size_t cap = c->wbuf_cap;
+    c->wbuf = c->out;
+    c->wbuf_cap = c->out_cap;
+    c->wbuf_len = c->out_len;
+    c->out = p;
+    c->out_cap = cap;
+    c->out_len = 0;
+    c->writing = true;
+    h2o_iovec_t v = h2o_iovec_init(c->wbuf, c->wbuf_len);
+    h2o_socket_write(c->sock, &v, 1, on_write_complete);
+}
+
+static void on_read(h2o_socket_t *sock, const char *err);
+
+/* Reads while the connection can take another call: not while a job is out, a close is
+ * due, too much output waits, or the loop drains. */
+static void conn_update_reading(conn *c)
+{
+    if (!c->sock)
+        return;
+    bool want = !c->pending_job && !c->close_after_flush && !c->eof &&
+                c->out_len < OUT_HIGH_WATER && !c->w->stopping;
+    if (want && !c->reading)
+        h2o_socket_read_start(c->sock, on_read);
+    else if (!want && c->reading)
+        h2o_socket_read_stop(c->sock);
+    c->reading = want;
+}
+
+static void conn_process(conn *c)
+{
+    bool all_read = false;
+
+    while (c->sock && !c->pending_job && !c->close_after_flush && c->out_len < OUT_HIGH_WATER) {
+        h2o_buffer_t *in = c->sock->input;
+        size_t msg_len, consumed;
+        int r = varlink_frame_next(in->bytes, in->size, &c->framing, &msg_len, &consumed);
+        if (r == 0) {
+            all_read = true;
+            break;
+        }
+        if (r < 0) {
+            call_ctx ctx = {.c = c};
+            if (c->framing == VARLINK_FRAMING_UNKNOWN)
+                c->framing = VARLINK_FRAMING_NUL;
+            call_error(&ctx, "io.heare.Auth.MessageTooLarge", NULL);
+            c->close_after_flush = true;
+            secret_wipe(in->bytes, in->size);
+            h2o_buffer_consume(&c->sock->input, in->size);
+            break;
+        }
+        handle_message(c, in->bytes, msg_len);
+        if (!c->sock)
+            return;
+        /* The message may have held a key. */
+        secret_wipe(c->sock->input->bytes, consumed);
+        h2o_buffer_consume(&c->sock->input, consumed);
+    }
+    if (!c->sock)
+        return;
+    /* Whatever is left after the peer's EOF is an incomplete message: nothing to answer. */
+    if (c->eof && all_read && !c->pending_job)
+        c->close_after_flush = true;
+    if (!c->pending_job) {
+        if (!h2o_timeout_is_linked(&c->idle_entry))
+            h2o_timeout_link(c->w->loop, &c->w->idle_timeout, &c->idle_entry);
+    } else if (h2o_timeout_is_linked(&c->idle_entry)) {
+        h2o_timeout_unlink(&c->idle_entry);
+    }
+    conn_flush(c);
+    conn_update_reading(c);
+}
+
+static void on_read(h2o_socket_t *sock, const char *err)
+{
+    conn *c = sock->data;
+    if (err == h2o_socket_error_closed) {
+        c->eof = true;
+        h2o_socket_read_stop(sock);
+        c->reading = false;
+    } else if (err) {
+        conn_close(c);
+        return;
+    }
+    /* Activity: restart the idle clock. */
+    if (h2o_timeout_is_linked(&c->idle_entry))
+        h2o_timeout_unlink(&c->idle_entry);
+    conn_process(c);
+}
+
+static void on_idle_timeout(h2o_timeout_entry_t *entry)
+{
+    conn *c = H2O_STRUCT_FROM_MEMBER(conn, idle_entry, entry);
+    /* Only connections with nothing in progress sit on the idle clock. */
+    conn_close(c);
+}
+
+static void conn_new(worker *w, h2o_socket_t *sock, sock_kind kind)
+{
+    struct ucred cred;
+    socklen_t len = sizeof(cred);
+    conn *c = calloc(1, sizeof(*c));
+
+    if (!c || getsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+        free(c);
+        h2o_socket_close(sock);
+        return;
+    }
+    c->w = w;
+    c->sock = sock;
+    c->kind = kind;
+    c->peer = (peer_cred){.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
+    c->admin = -1;
+    c->idle_entry.cb = on_idle_timeout;
+    sock->data = c;
+    h2o_linklist_insert(&w->conns, &c->link);
+    w->n_conns++;
+    h2o_timeout_link(w->loop, &w->idle_timeout, &c->idle_entry);
+    c->reading = true;
+    h2o_socket_read_start(sock, on_read);
+}
+
+static void on_accept(h2o_socket_t *lsock, const char *err)
+{
+    listener *l = lsock->data;
+    if (err)
+        return;
+    for (int i = 0; i < ACCEPT_BATCH; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(lsock);
+        if (!sock)
+            break;
+        if (l->w->n_conns >= MAX_CONNS_PER_WORKER || l->w->stopping) {
+            h2o_socket_close(sock);
+            continue;
+        }
+        conn_new(l->w, sock, l->kind);
+    }
+}
+
+/* ---- jobs ---- */
+
+static void job_done_on_store_thread(job *j)
+{
+    pending *p = j->userdata;
+    h2o_multithread_send_message(&p->c->w->jobs_receiver, &p->super);
+}
+
+void call_submit(call_ctx *ctx, job *j)
+{
+    pending *p = calloc(1, sizeof(*p));
+    ctx->answered = true;
+    if (!p) {
+        job_free(j);
+        call_error(ctx, "io.heare.AuthAdmin.StoreUnavailable",
+                   json_pack("{s:s}", "reason", "out of memory"));
+        return;
+    }
+    p->j = j;
+    p->c = ctx->c;
+    p->oneway = ctx->oneway;
+    j->done = job_done_on_store_thread;
+    j->userdata = p;
+    ctx->c->pending_job = true;
+    ctx->c->w->n_pending++;
+    state_submit(j);
+}
+
+static void on_jobs_done(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    while (!h2o_linklist_is_empty(messages)) {
+        pending *p = H2O_STRUCT_FROM_MEMBER(pending, super.link, messages->next);
+        h2o_linklist_unlink(&p->super.link);
+        conn *c = p->c;
+        c->pending_job = false;
+        c->w->n_pending--;
+        if (!c->sock) {
+            /* The peer went away while the store worked: the write stands, the answer has
+             * no one to go to. */
+            conn_free(c);
+        } else {
+            call_ctx ctx = {.c = c, .oneway = p->oneway};
+            method_admin_job_done(&ctx, p->j);
+            conn_process(c);
+        }
+        job_free(p->j);
+        free(p);
+    }
+}
+
+/* ---- loops ---- */
+
+static void close_idle_conns(worker *w)
+{
+    h2o_linklist_t *node = w->conns.next;
+    while (node != &w->conns) {
+        conn *c = H2O_STRUCT_FROM_MEMBER(conn, link, node);
+        node = node->next;
+        conn_update_reading(c);
+        if (!c->pending_job && !c->writing && c->out_len == 0)
+            conn_close(c);
+    }
+}
+
+static void on_stop(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    worker *w = H2O_STRUCT_FROM_MEMBER(worker, stop_receiver, receiver);
+    while (!h2o_linklist_is_empty(messages))
+        h2o_linklist_unlink(messages->next);
+    if (w->stopping)
+        return;
+    w->stopping = true;
+    w->stop_deadline = h2o_now(w->loop) + DRAIN_TIMEOUT_MS;
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        h2o_socket_read_stop(w->listeners[i].sock);
+        h2o_socket_close(w->listeners[i].sock);
+        w->listeners[i].sock = NULL;
+    }
+    close_idle_conns(w);
+}
+
+static void *worker_main(void *arg)
+{
+    worker *w = arg;
+
+    rcu_register_thread();
+    for (;;) {
+        h2o_evloop_run(w->loop, LOOP_MAX_WAIT_MS);
+        rcu_quiescent_state();
+        if (w->stopping) {
+            if (w->n_conns == 0)
+                break;
+            if (h2o_now(w->loop) >= w->stop_deadline) {
+                log_warning("worker %u: %zu connections still busy after %d ms, closing them",
+                            w->idx, w->n_conns, DRAIN_TIMEOUT_MS);
+                while (!h2o_linklist_is_empty(&w->conns))
+                    conn_close(H2O_STRUCT_FROM_MEMBER(conn, link, w->conns.next));
+                break;
+            }
+        }
+    }
+    rcu_unregister_thread();
+    return NULL;
+}
+
+static int worker_init(worker *w, unsigned idx, const listen_fd *lfds, size_t n)
+{
+    w->idx = idx;
+    w->loop = h2o_evloop_create();
+    if (!w->loop)
+        return -ENOMEM;
+    w->queue = h2o_multithread_create_queue(w->loop);
+    h2o_multithread_register_receiver(w->queue, &w->jobs_receiver, on_jobs_done);
+    h2o_multithread_register_receiver(w->queue, &w->stop_receiver, on_stop);
+    h2o_timeout_init(w->loop, &w->idle_timeout, (uint64_t)g_conf->idle_timeout_ms);
+    h2o_linklist_init_anchor(&w->conns);
+    w->listeners = calloc(n, sizeof(*w->listeners));
+    if (!w->listeners)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        /* Each loop gets its own descriptor for the shared listening socket, so closing
+         * it on one loop leaves the others accepting. */
+        int fd = fcntl(lfds[i].fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+            return negative_errno();
+        listener *l = &w->listeners[i];
+        l->w = w;
+        l->kind = lfds[i].kind;
+        l->sock = h2o_evloop_socket_create(w->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+        l->sock->data = l;
+        w->n_listeners++;
+        h2o_socket_read_start(l->sock, on_accept);
+    }
+    return 0;
+}
+
+int server_start(const conf *c, const listen_fd *lfds, size_t n)
+{
+    g_conf = c;
+    g_n_workers = c->threads;
+    g_workers = calloc(g_n_workers, sizeof(*g_workers));
+    if (!g_workers)
+        return -ENOMEM;
+    for (size_t i = 0; i < g_n_workers; i++) {
+        int r = worker_init(&g_workers[i], (unsigned)i, lfds, n);
+        if (r < 0)
+            return r;
+    }
+    for (size_t i = 0; i < g_n_workers; i++) {
+        int r = pthread_create(&g_workers[i].tid, NULL, worker_main, &g_workers[i]);
+        if (r != 0)
+            return -r;
+    }
+    return 0;
+}
+
+void server_stop(void)
+{
+    for (size_t i = 0; i < g_n_workers; i++)
+        h2o_multithread_send_message(&g_workers[i].stop_receiver, &g_workers[i].stop_message);
+}
+
+bool server_wait(void)
+{
+    bool clean = true;
+    for (size_t i = 0; i < g_n_workers; i++)
+        pthread_join(g_workers[i].tid, NULL);
+    for (size_t i = 0; i < g_n_workers; i++)
+        if (g_workers[i].n_pending > 0)
+            clean = false;
+    return clean;
+}
+
+void server_free(void)
+{
+    for (size_t i = 0; i < g_n_workers; i++) {
+        worker *w = &g_workers[i];
+        if (!w->loop)
+            continue;
+        h2o_multithread_unregister_receiver(w->queue, &w->jobs_receiver);
+        h2o_multithread_unregister_receiver(w->queue, &w->stop_receiver);
+        h2o_multithread_destroy_queue(w->queue);
+        h2o_timeout_dispose(w->loop, &w->idle_timeout);
+        free(w->listeners);
+        h2o_evloop_destroy(w->loop);
+    }
+    g_workers = mfree(g_workers);
+    g_n_workers = 0;
+}

@@ -1,1 +1,493 @@
-/* state: placeholder, being written */
+/* state: the keystore the serving loops read, published by RCU pointer swap, and the one
+ * store thread that owns every store read and write (polls, SIGHUP, Refresh, admin
+ * writes), so the serving loops never block on I/O and never take a lock to verify. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include <systemd/sd-daemon.h>
+#include <urcu-qsbr.h>
+
+#include "daemon.h"
+#include "json-util.h"
+#include "keydoc.h"
+#include "keyops.h"
+#include "log.h"
+#include "macro.h"
+#include "store.h"
+#include "timeutil.h"
+
+/* Readers: rcu_dereference() on a registered serving loop. Writer: the store thread only
+ * (and state_init before any reader exists). */
+static keystore *g_keystore;
+
+static const conf *g_conf;
+static store *g_store;
+static char *g_version;        /* version token of the document g_keystore came from */
+static bool g_from_cache;      /* g_keystore came from the last-known-good cache */
+static uint64_t g_generation;
+
+/* g_lock guards the health fields and the job queue. */
+static pthread_mutex_t g_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cond;
+static const char *g_status = "unhealthy";
+static char *g_last_error;
+static int64_t g_loaded_at;
+static int64_t g_started_at;
+static size_t g_keys_loaded;
+static job *g_queue_head, *g_queue_tail;
+static bool g_reload_requested;
+static bool g_stopping;
+static pthread_t g_thread;
+static bool g_thread_started;
+
+keystore *state_keystore(void)
+{
+    return rcu_dereference(g_keystore);
+}
+
+void state_get_health(state_health *h)
+{
+    pthread_mutex_lock(&g_lock);
+    *h = (state_health){
+        .status = g_status,
+        .keys_loaded = g_keys_loaded,
+        .generation = g_generation,
+        .loaded_at = g_loaded_at,
+        .last_error = g_last_error ? strdup(g_last_error) : NULL,
+        .started_at = g_started_at,
+    };
+    pthread_mutex_unlock(&g_lock);
+}
+
+job *job_free(job *j)
+{
+    if (!j)
+        return NULL;
+    json_decref(j->params);
+    json_decref(j->reply);
+    free(j->error_param);
+    free(j->error_reason);
+    free(j);
+    return NULL;
+}
+
+static void notify_status(void)
+{
+    pthread_mutex_lock(&g_lock);
+    sd_notifyf(0, "STATUS=%s: %zu keys from %s%s%s", g_status, g_keys_loaded, store_url(g_store),
+               g_last_error ? "; last error: " : "", g_last_error ? g_last_error : "");
+    pthread_mutex_unlock(&g_lock);
+}
+
+/* Records a failed read: keep serving what we have, say so in GetHealth. */
+static void set_error(const char *what)
+{
+    pthread_mutex_lock(&g_lock);
+    free(g_last_error);
+    g_last_error = strdup(what);
+    g_status = g_loaded_at > 0 ? "degraded" : "unhealthy";
+    pthread_mutex_unlock(&g_lock);
+    notify_status();
+}
+
+static void set_loaded(size_t n, bool from_cache, const char *why)
+{
+    pthread_mutex_lock(&g_lock);
+    g_keys_loaded = n;
+    g_loaded_at = timeutil_now();
+    free(g_last_error);
+    g_last_error = why ? strdup(why) : NULL;
+    g_status = from_cache ? "degraded" : "healthy";
+    pthread_mutex_unlock(&g_lock);
+    notify_status();
+}
+
+/* Swaps in ks; the old keystore is freed once no serving loop can still see it. Blocks
+ * until then (at most one loop iteration of every worker), so call it after answering. */
+static keystore *publish(keystore *ks)
+{
+    return rcu_xchg_pointer(&g_keystore, ks);
+}
+
+static void retire(keystore *old)
+{
+    if (!old)
+        return;
+    synchronize_rcu();
+    keystore_free(old);
+}
+
+static void write_cache(const json_t *doc)
+{
+    if (!g_conf->cache || !g_conf->cache[0])
+        return;
+    _cleanup_free_ char *buf = NULL, *err = NULL;
+    size_t len;
+    int r = keydoc_dump(doc, &buf, &len);
+    if (r >= 0)
+        r = store_write_file_atomic(g_conf->cache, buf, len, 0600, &err);
+    if (r < 0)
+        log_warning("could not write the last-known-good cache %s: %s", g_conf->cache,
+                    err ? err : strerror(-r));
+}
+
+/* Builds a keystore from doc and publishes it; returns the retired one in *ret_old. */
+static int install(json_t *doc, bool from_cache, const char *why, keystore **ret_old)
+{
+    _cleanup_free_ char *err = NULL;
+    keystore *ks = NULL;
+    int r = keystore_new(doc, g_generation + 1, &ks, &err);
+    if (r < 0) {
+        _cleanup_free_ char *msg = NULL;
+        if (asprintf(&msg, "%s: document rejected: %s", store_url(g_store),
+                     err ? err : strerror(-r)) < 0)
+            return -ENOMEM;
+        set_error(msg);
+        log_event(LOG_WARNING, &(log_fields){.event = "store_load_failed", .peer_uid = -1,
+                                             .peer_pid = -1},
+                  "%s", msg);
+        return r;
+    }
+    pthread_mutex_lock(&g_lock);
+    g_generation++;
+    pthread_mutex_unlock(&g_lock);
+    g_from_cache = from_cache;
+    *ret_old = publish(ks);
+    set_loaded(keystore_size(ks), from_cache, why);
+    return 0;
+}
+
+/* Reads the store; on a changed document installs it. force: ignore the version we have.
+ * Returns 1 if a new keystore was installed, 0 if unchanged, -errno on failure (recorded
+ * in health and logged). */
+static int reload(bool force, keystore **ret_old)
+{
+    _cleanup_free_ char *buf = NULL, *version = NULL, *err = NULL;
+    _cleanup_json_ json_t *doc = NULL;
+    size_t len = 0;
+    bool was_v1 = false;
+
+    *ret_old = NULL;
+    int r = store_load(g_store, force || g_from_cache ? NULL : g_version, &buf, &len, &version,
+                       &err);
+    if (r == 1) {
+        /* Readable again after a failure: the keys we serve are the store's. */
+        pthread_mutex_lock(&g_lock);
+        bool was_failing = g_last_error != NULL;
+        pthread_mutex_unlock(&g_lock);
+        if (was_failing) {
+            set_loaded(keystore_size(rcu_dereference(g_keystore)), false, NULL);
+            log_info("store %s readable again", store_url(g_store));
+        }
+        return 0;
+    }
+    if (r < 0) {
+        set_error(err ? err : strerror(-r));
+        log_event(LOG_WARNING,
+                  &(log_fields){.event = "store_load_failed", .peer_uid = -1, .peer_pid = -1},
+                  "%s", err ? err : strerror(-r));
+        return r;
+    }
+    if (!buf) {
+        doc = keydoc_new();
+        if (!doc)
+            return -ENOMEM;
+    } else {
+        r = keydoc_parse(buf, len, &doc, &was_v1, &err);
+        if (r < 0) {
+            _cleanup_free_ char *msg = NULL;
+            if (asprintf(&msg, "%s: document rejected: %s", store_url(g_store),
+                         err ? err : strerror(-r)) < 0)
+                return -ENOMEM;
+            set_error(msg);
+            log_event(LOG_WARNING,
+                      &(log_fields){.event = "store_load_failed", .peer_uid = -1, .peer_pid = -1},
+                      "%s", msg);
+            return r;
+        }
+    }
+    r = install(doc, false, NULL, ret_old);
+    if (r < 0)
+        return r;
+    free(g_version);
+    g_version = TAKE_PTR(version);
+    log_event(LOG_INFO, &(log_fields){.event = "store_loaded", .peer_uid = -1, .peer_pid = -1},
+              "loaded %zu keys from %s (generation %" PRIu64 "%s)", json_array_size(json_object_get(doc, "keys")),
+              store_url(g_store), g_generation, was_v1 ? ", version 1 document" : "");
+    write_cache(doc);
+    return 1;
+}
+
+static int load_cache(const char *store_error, keystore **ret_old)
+{
+    _cleanup_free_ char *buf = NULL, *err = NULL, *why = NULL;
+    _cleanup_json_ json_t *doc = NULL;
+    size_t len;
+
+    if (!g_conf->cache || !g_conf->cache[0])
+        return -ENOENT;
+    int r = store_read_file(g_conf->cache, (size_t)1 << 30, &buf, &len);
+    if (r < 0) {
+        log_warning("last-known-good cache %s unusable: %s", g_conf->cache, strerror(-r));
+        return r;
+    }
+    r = keydoc_parse(buf, len, &doc, NULL, &err);
+    if (r < 0) {
+        log_warning("last-known-good cache %s rejected: %s", g_conf->cache, err ? err : "");
+        return r;
+    }
+    if (asprintf(&why, "serving from cache %s: %s", g_conf->cache, store_error) < 0)
+        return -ENOMEM;
+    r = install(doc, true, why, ret_old);
+    if (r < 0)
+        return r;
+    log_event(LOG_WARNING,
+              &(log_fields){.event = "cache_loaded", .peer_uid = -1, .peer_pid = -1},
+              "store unreadable, serving %zu keys from the last-known-good cache %s",
+              json_array_size(json_object_get(doc, "keys")), g_conf->cache);
+    return 0;
+}
+
+int state_init(const conf *c, char **reterr)
+{
+    keystore *old = NULL;
+    pthread_condattr_t attr;
+
+    g_conf = c;
+    g_started_at = timeutil_now();
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&g_cond, &attr);
+    pthread_condattr_destroy(&attr);
+
+    int r = store_open(c->store, &g_store, reterr);
+    if (r < 0)
+        return r;
+
+    g_keystore = keystore_new_empty(0);
+    if (!g_keystore)
+        return -ENOMEM;
+
+    r = reload(true, &old);
+    if (r < 0 && r != -ENOMEM) {
+        _cleanup_free_ char *err = g_last_error ? strdup(g_last_error) : NULL;
+        (void)load_cache(err ? err : strerror(-r), &old);
+    }
+    /* Nothing is reading yet: free directly. */
+    keystore_free(old);
+    return 0;
+}
+
+void state_submit(job *j)
+{
+    j->next = NULL;
+    pthread_mutex_lock(&g_lock);
+    if (g_queue_tail)
+        g_queue_tail->next = j;
+    else
+        g_queue_head = j;
+    g_queue_tail = j;
+    pthread_cond_signal(&g_cond);
+    pthread_mutex_unlock(&g_lock);
+}
+
+void state_request_reload(void)
+{
+    pthread_mutex_lock(&g_lock);
+    g_reload_requested = true;
+    pthread_cond_signal(&g_cond);
+    pthread_mutex_unlock(&g_lock);
+}
+
+static int mutate(json_t *doc, void *userdata)
+{
+    job *j = userdata;
+    const char *param = NULL;
+    int64_t now = timeutil_now();
+    int r;
+
+    /* store_update may call us again after a conflict: start from scratch each time. */
+    json_decref(j->reply);
+    j->reply = NULL;
+    j->error_param = mfree(j->error_param);
+    switch (j->kind) {
+    case JOB_CREATE:
+        r = keyops_create(doc, j->params, now, &j->reply, &param);
+        break;
+    case JOB_UPDATE:
+        r = keyops_update(doc, j->params, now, &j->reply, &param);
+        break;
+    case JOB_ROTATE:
+        r = keyops_rotate(doc, j->params, now, &j->reply, &param);
+        break;
+    case JOB_DELETE:
+        r = keyops_delete(doc, j->params, now, &j->reply, &param);
+        break;
+    default:
+        return -EINVAL;
+    }
+    if (r == -EINVAL && param)
+        j->error_param = strdup(param);
+    return r;
+}
+
+static void run_write(job *j, keystore **ret_old)
+{
+    _cleanup_json_ json_t *doc = NULL;
+    _cleanup_free_ char *version = NULL;
+    char *err = NULL;
+
+    int r = store_update(g_store, mutate, j, &doc, &version, &err);
+    if (r < 0) {
+        j->r = r;
+        j->error_reason = err;
+        json_decref(j->reply);
+        j->reply = NULL;
+        return;
+    }
+    free(err);
+    /* The store accepted it: now (and only now) this host's keystore changes. */
+    r = install(doc, false, NULL, ret_old);
+    if (r < 0) {
+        j->r = r;
+        j->error_reason = strdup("written, but the new document could not be indexed");
+        return;
+    }
+    free(g_version);
+    g_version = TAKE_PTR(version);
+    write_cache(doc);
+    j->r = 0;
+}
+
+static void run_refresh(job *j, keystore **ret_old)
+{
+    int r = reload(false, ret_old);
+    if (r < 0) {
+        j->r = r;
+        pthread_mutex_lock(&g_lock);
+        j->error_reason = g_last_error ? strdup(g_last_error) : NULL;
+        pthread_mutex_unlock(&g_lock);
+        return;
+    }
+    j->r = 0;
+    j->reply = json_pack("{s:I,s:b}", "keys_loaded",
+                         (json_int_t)keystore_size(rcu_dereference(g_keystore)), "changed", r > 0);
+    if (!j->reply)
+        j->r = -ENOMEM;
+}
+
+static uint64_t poll_delay_ms(void)
+{
+    /* ±10 % jitter so hosts sharing a store do not poll in lockstep. */
+    uint32_t rnd = 0;
+    if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != sizeof(rnd))
+        rnd = (uint32_t)time(NULL);
+    int64_t base = g_conf->poll_interval_ms;
+    int64_t spread = base / 5;
+    return (uint64_t)(base - base / 10 + (spread > 0 ? (int64_t)(rnd % (uint64_t)spread) : 0));
+}
+
+static void add_ms(struct timespec *ts, uint64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ts);
+    ts->tv_sec += (time_t)(ms / 1000);
+    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts->tv_nsec >= 1000000000L) {
+        ts->tv_sec++;
+        ts->tv_nsec -= 1000000000L;
+    }
+}
+
+static void *store_thread(void *arg)
+{
+    struct timespec next_poll;
+    add_ms(&next_poll, poll_delay_ms());
+
+    for (;;) {
+        job *j = NULL;
+        bool do_reload = false, do_poll = false;
+
+        pthread_mutex_lock(&g_lock);
+        while (!g_stopping && !g_queue_head && !g_reload_requested) {
+            if (pthread_cond_timedwait(&g_cond, &g_lock, &next_poll) == ETIMEDOUT) {
+                do_poll = true;
+                break;
+            }
+        }
+        if (g_stopping && !g_queue_head) {
+            pthread_mutex_unlock(&g_lock);
+            break;
+        }
+        if (g_queue_head) {
+            j = g_queue_head;
+            g_queue_head = j->next;
+            if (!g_queue_head)
+                g_queue_tail = NULL;
+        } else if (g_reload_requested) {
+            g_reload_requested = false;
+            do_reload = true;
+        }
+        pthread_mutex_unlock(&g_lock);
+
+        keystore *old = NULL;
+        if (j) {
+            if (j->kind == JOB_REFRESH)
+                run_refresh(j, &old);
+            else
+                run_write(j, &old);
+            if (j->done)
+                j->done(j);
+            else
+                job_free(j);
+        } else if (do_reload) {
+            sd_notify(0, "RELOADING=1");
+            log_info("SIGHUP: re-reading %s", store_url(g_store));
+            (void)reload(false, &old);
+            sd_notify(0, "READY=1");
+        } else if (do_poll) {
+            (void)reload(false, &old);
+            add_ms(&next_poll, poll_delay_ms());
+        }
+        /* After the answer went out: wait until no loop can see the old one. */
+        retire(old);
+    }
+    return NULL;
+}
+
+int state_start(void)
+{
+    int r = pthread_create(&g_thread, NULL, store_thread, NULL);
+    if (r != 0)
+        return -r;
+    g_thread_started = true;
+    return 0;
+}
+
+void state_finish(void)
+{
+    pthread_mutex_lock(&g_lock);
+    g_stopping = true;
+    pthread_cond_signal(&g_cond);
+    pthread_mutex_unlock(&g_lock);
+    if (g_thread_started)
+        pthread_join(g_thread, NULL);
+    g_thread_started = false;
+
+    /* Jobs left behind have no one waiting any more. */
+    while (g_queue_head) {
+        job *j = g_queue_head;
+        g_queue_head = j->next;
+        job_free(j);
+    }
+    g_queue_tail = NULL;
+    g_keystore = keystore_free(g_keystore);
+    g_store = store_free(g_store);
+    g_version = mfree(g_version);
+    g_last_error = mfree(g_last_error);
+}

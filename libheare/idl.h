@@ -1,4 +1,4 @@
-/* idl: the Varlink interface descriptions compiled in from libheare/*.varlink. */
+/* idl: the Varlink interface descriptions, compiled in from the .varlink files. */
 #pragma once
 
 typedef struct idl_interface {

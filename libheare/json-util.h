@@ -1,11 +1,8 @@
-/* json-util: cleanup helpers for jansson values. */
+/* json-util: cleanup helpers for jansson values (jansson itself provides json_decrefp). */
 #pragma once
 
 #include <jansson.h>
 
-static inline void json_decrefp(json_t **j)
-{
-    if (*j)
-        json_decref(*j);
-}
+#include "macro.h"
+
 #define _cleanup_json_ _cleanup_(json_decrefp)

@@ -8,6 +8,11 @@
 
 #include <jansson.h>
 
+/* Longest key name, in bytes. */
+#define KEYDOC_NAME_MAX 256
+/* Largest rate_limit per_second / burst (the smallest is 1). */
+#define KEYDOC_RATE_MAX 1000000000
+
 /* Parses and validates buf[0..len). A v1 document is converted in place: each plaintext
  * "secret" becomes {"sha256", "created_at", "expires_at": null} in "secrets" (the
  * plaintext is wiped from memory), missing v2 fields get their defaults, "version" becomes
@@ -35,3 +40,6 @@ int keydoc_dump(const json_t *doc, char **ret_buf, size_t *ret_len);
 /* The key object with this id inside doc (borrowed), or NULL. If ret_index is non-NULL
  * it gets the index in "keys". */
 json_t *keydoc_find_key(const json_t *doc, const char *id, size_t *ret_index);
+
+/* True if s is a valid scope: non-empty, printable ASCII (0x21..0x7e), so no spaces. */
+bool keydoc_is_scope(const char *s);

@@ -3,7 +3,8 @@
  * takes the method's Varlink parameters as a JSON object, validates all of them through a
  * field table before changing anything, and leaves doc unchanged on failure.
  *
- * Errors: -EINVAL with *reterr_param naming the offending parameter (static string; an
+ * Errors: -EINVAL with *reterr_param naming the offending parameter (a static string, or a
+ * member name borrowed from params that stays valid while params lives; an
  * unknown parameter, a wrong type, an empty name, a bad timestamp); -ENOKEY for an unknown
  * id; -ENOMEM. */
 #pragma once

@@ -1,1 +1,70 @@
-/* secret: placeholder, being written */
+/* secret: SHA-256 digests of secrets, constant-time comparison, hex and wiping. */
+#include <errno.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
+
+#include "secret.h"
+
+void secret_digest(const char *s, size_t n, uint8_t ret[SECRET_DIGEST_LEN])
+{
+    SHA256((const unsigned char *)s, n, ret);
+}
+
+bool secret_digest_equal(const uint8_t a[SECRET_DIGEST_LEN], const uint8_t b[SECRET_DIGEST_LEN])
+{
+    return CRYPTO_memcmp(a, b, SECRET_DIGEST_LEN) == 0;
+}
+
+void secret_hex(const uint8_t d[SECRET_DIGEST_LEN], char ret[SECRET_HEX_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+
+    for (size_t i = 0; i < SECRET_DIGEST_LEN; i++) {
+        ret[2 * i] = hex[d[i] >> 4];
+        ret[2 * i + 1] = hex[d[i] & 0xF];
+    }
+    ret[SECRET_HEX_LEN] = '\0';
+}
+
+static int unhex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+int secret_unhex(const char *s, uint8_t ret[SECRET_DIGEST_LEN])
+{
+    uint8_t d[SECRET_DIGEST_LEN];
+
+    /* Uppercase is refused so that one digest has exactly one spelling in the store. */
+    if (!s || strnlen(s, SECRET_HEX_LEN + 1) != SECRET_HEX_LEN)
+        return -EINVAL;
+    for (size_t i = 0; i < SECRET_DIGEST_LEN; i++) {
+        int hi = unhex_digit(s[2 * i]), lo = unhex_digit(s[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -EINVAL;
+        d[i] = (uint8_t)(hi << 4 | lo);
+    }
+    memcpy(ret, d, sizeof(d));
+    return 0;
+}
+
+void secret_wipe(void *p, size_t n)
+{
+    if (p && n > 0)
+        OPENSSL_cleanse(p, n);
+}
+
+void *erase_and_free(char *s)
+{
+    if (s) {
+        secret_wipe(s, strlen(s));
+        free(s);
+    }
+    return NULL;
+}

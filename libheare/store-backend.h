@@ -1,6 +1,7 @@
 /* store-backend: what a store backend implements; seen only by store.c and the backends. */
 #pragma once
 
+#include "macro.h"
 #include "store.h"
 
 typedef struct store_backend {
@@ -10,6 +11,7 @@ typedef struct store_backend {
     void (*free)(void *impl);
     int (*load)(void *impl, const char *if_not_version, char **ret_buf, size_t *ret_len,
                 char **ret_version, char **reterr);
+    /* Conditional write; store.c calls it with the lock held (if the backend has one). */
     int (*write)(void *impl, const char *expected_version, const char *buf, size_t len,
                  char **ret_version, char **reterr);
     /* Optional: held across a read-modify-write (file: flock on <path>.lock). Returns a
@@ -19,3 +21,7 @@ typedef struct store_backend {
 } store_backend;
 
 extern const store_backend store_backend_file;
+
+/* Sets *reterr (if reterr is non-NULL; NULL on OOM) to the formatted message, in which %m
+ * is the words for err, and returns err (< 0). For store.c and the backends. */
+int store_error(char **reterr, int err, const char *fmt, ...) _printf_(3, 4);

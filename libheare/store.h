@@ -29,7 +29,7 @@ const char *store_url(const store *s);
 
 /* Loads the document. If if_not_version is non-NULL and the object is unchanged since that
  * version, returns 1 and sets nothing (the file backend decides by stat without reading;
- * S3 by If-None-Match). Otherwise returns 0 with *ret_buf/*ret_len (caller frees; NULL/0
+ * S3 by If-None-Match). Otherwise returns 0 with *ret_buf and *ret_len (caller frees; NULL, 0
  * and version "" if the object does not exist) and *ret_version (caller frees). */
 int store_load(store *s, const char *if_not_version, char **ret_buf, size_t *ret_len,
                char **ret_version, char **reterr);

@@ -1,7 +1,292 @@
-/* placeholder: not written yet */
-#include <stdio.h>
+/* test-varlink: message framing (NUL and line mode, the 64 KiB limit) and call parsing. */
+#include <errno.h>
+#include <string.h>
+
+#include "check.h"
+#include "json-util.h"
+#include "varlink.h"
+
+struct frame_case {
+    const char *name;
+    const char *buf;
+    size_t len;
+    varlink_framing framing_in;
+    int ret;
+    size_t msg_len;
+    size_t consumed;
+    varlink_framing framing_out;
+};
+
+#define S(s) s, sizeof(s) - 1
+
+static const struct frame_case frame_cases[] = {
+    {"nul message", S("{\"a\":1}\0"), VARLINK_FRAMING_UNKNOWN, 1, 7, 8, VARLINK_FRAMING_NUL},
+    {"line message", S("{\"a\":1}\n"), VARLINK_FRAMING_UNKNOWN, 1, 7, 8, VARLINK_FRAMING_LINE},
+    {"partial, unknown", S("{\"a\":"), VARLINK_FRAMING_UNKNOWN, 0, 0, 0, VARLINK_FRAMING_UNKNOWN},
+    {"partial, nul", S("{\"a\":"), VARLINK_FRAMING_NUL, 0, 0, 0, VARLINK_FRAMING_NUL},
+    {"empty", "", 0, VARLINK_FRAMING_UNKNOWN, 0, 0, 0, VARLINK_FRAMING_UNKNOWN},
+    {"two pipelined nul", S("{\"a\":1}\0{\"b\":2}\0"), VARLINK_FRAMING_UNKNOWN, 1, 7, 8,
+     VARLINK_FRAMING_NUL},
+    {"two pipelined lines", S("{}\n{}\n"), VARLINK_FRAMING_UNKNOWN, 1, 2, 3, VARLINK_FRAMING_LINE},
+    {"nul mode, newline inside", S("{\"a\":\n1}\0"), VARLINK_FRAMING_NUL, 1, 8, 9,
+     VARLINK_FRAMING_NUL},
+    {"nul mode, newline before nul", S("{}\n\0"), VARLINK_FRAMING_NUL, 1, 3, 4,
+     VARLINK_FRAMING_NUL},
+    {"nul mode, newline only, partial", S("{}\n"), VARLINK_FRAMING_NUL, 0, 0, 0,
+     VARLINK_FRAMING_NUL},
+    {"line mode, nul is a byte", S("{}\0{}\n"), VARLINK_FRAMING_LINE, 1, 5, 6,
+     VARLINK_FRAMING_LINE},
+    {"line mode, nul only, partial", S("{}\0"), VARLINK_FRAMING_LINE, 0, 0, 0,
+     VARLINK_FRAMING_LINE},
+    {"unknown, first terminator decides (newline)", S("{}\n\0"), VARLINK_FRAMING_UNKNOWN, 1, 2, 3,
+     VARLINK_FRAMING_LINE},
+    {"unknown, first terminator decides (nul)", S("{}\0\n"), VARLINK_FRAMING_UNKNOWN, 1, 2, 3,
+     VARLINK_FRAMING_NUL},
+};
+
+static void test_frame_table(void)
+{
+    for (size_t i = 0; i < ELEMENTSOF(frame_cases); i++) {
+        const struct frame_case *t = &frame_cases[i];
+        varlink_framing f = t->framing_in;
+        size_t msg_len = 12345, consumed = 54321;
+
+        fprintf(stderr, "frame: %s\n", t->name);
+        CHECK_INT(varlink_frame_next(t->buf, t->len, &f, &msg_len, &consumed), t->ret);
+        CHECK_INT(f, t->framing_out);
+        if (t->ret == 1) {
+            CHECK_INT(msg_len, t->msg_len);
+            CHECK_INT(consumed, t->consumed);
+        } else {
+            /* Out-parameters are written only on success. */
+            CHECK_INT(msg_len, 12345);
+            CHECK_INT(consumed, 54321);
+        }
+    }
+}
+
+/* A buffer of n '{' bytes (never a terminator), plus room for one more byte. */
+static char *filler(size_t n)
+{
+    char *b = malloc(n + 2);
+    CHECK(b);
+    memset(b, '{', n + 2);
+    return b;
+}
+
+static void test_frame_limits(void)
+{
+    const size_t max = VARLINK_MESSAGE_MAX;
+    varlink_framing f;
+    size_t msg_len, consumed;
+    _cleanup_free_ char *b = filler(max + 1);
+
+    /* Exactly 64 KiB plus its terminator: accepted, in both framings. */
+    b[max] = '\0';
+    f = VARLINK_FRAMING_UNKNOWN;
+    CHECK_INT(varlink_frame_next(b, max + 1, &f, &msg_len, &consumed), 1);
+    CHECK_INT(msg_len, max);
+    CHECK_INT(consumed, max + 1);
+    CHECK_INT(f, VARLINK_FRAMING_NUL);
+
+    b[max] = '\n';
+    f = VARLINK_FRAMING_UNKNOWN;
+    CHECK_INT(varlink_frame_next(b, max + 1, &f, &msg_len, &consumed), 1);
+    CHECK_INT(msg_len, max);
+    CHECK_INT(f, VARLINK_FRAMING_LINE);
+
+    /* 64 KiB without a terminator yet: may still complete. */
+    f = VARLINK_FRAMING_NUL;
+    CHECK_INT(varlink_frame_next(b, max, &f, &msg_len, &consumed), 0);
+
+    /* 64 KiB + 1 without a terminator: can only become too long. */
+    b[max] = '{';
+    f = VARLINK_FRAMING_UNKNOWN;
+    CHECK_INT(varlink_frame_next(b, max + 1, &f, &msg_len, &consumed), -EMSGSIZE);
+    CHECK_INT(f, VARLINK_FRAMING_UNKNOWN);
+    f = VARLINK_FRAMING_NUL;
+    CHECK_INT(varlink_frame_next(b, max + 1, &f, &msg_len, &consumed), -EMSGSIZE);
+    f = VARLINK_FRAMING_LINE;
+    CHECK_INT(varlink_frame_next(b, max + 1, &f, &msg_len, &consumed), -EMSGSIZE);
+
+    /* 64 KiB + 1 with its terminator present. */
+    b[max + 1] = '\0';
+    f = VARLINK_FRAMING_UNKNOWN;
+    CHECK_INT(varlink_frame_next(b, max + 2, &f, &msg_len, &consumed), -EMSGSIZE);
+    f = VARLINK_FRAMING_NUL;
+    CHECK_INT(varlink_frame_next(b, max + 2, &f, &msg_len, &consumed), -EMSGSIZE);
+    b[max + 1] = '\n';
+    f = VARLINK_FRAMING_LINE;
+    CHECK_INT(varlink_frame_next(b, max + 2, &f, &msg_len, &consumed), -EMSGSIZE);
+
+    /* A terminator far beyond the window is not searched for. */
+    _cleanup_free_ char *big = filler(4 * max);
+    big[4 * max] = '\0';
+    f = VARLINK_FRAMING_NUL;
+    CHECK_INT(varlink_frame_next(big, 4 * max + 1, &f, &msg_len, &consumed), -EMSGSIZE);
+}
+
+/* After the first message decided line mode, a NUL no longer ends a message. */
+static void test_frame_line_locked(void)
+{
+    const char stream[] = "{\"method\":\"a.B\"}\n{\"x\":1}\0{\"y\":2}\n";
+    size_t len = sizeof(stream) - 1, off = 0, msg_len, consumed;
+    varlink_framing f = VARLINK_FRAMING_UNKNOWN;
+
+    CHECK_INT(varlink_frame_next(stream, len, &f, &msg_len, &consumed), 1);
+    CHECK_INT(f, VARLINK_FRAMING_LINE);
+    CHECK_INT(msg_len, strlen("{\"method\":\"a.B\"}"));
+    off += consumed;
+
+    CHECK_INT(varlink_frame_next(stream + off, len - off, &f, &msg_len, &consumed), 1);
+    CHECK_INT(f, VARLINK_FRAMING_LINE);
+    CHECK_INT(msg_len, strlen("{\"x\":1}") + 1 + strlen("{\"y\":2}"));
+    off += consumed;
+    CHECK_INT(off, len);
+
+    CHECK_INT(varlink_frame_next(stream + off, 0, &f, &msg_len, &consumed), 0);
+
+    /* NUL mode, likewise locked: a '\n' right after the first message is whitespace. */
+    const char nul_stream[] = "{}\0\n{}\0";
+    f = VARLINK_FRAMING_UNKNOWN;
+    CHECK_INT(varlink_frame_next(nul_stream, sizeof(nul_stream) - 1, &f, &msg_len, &consumed), 1);
+    CHECK_INT(f, VARLINK_FRAMING_NUL);
+    CHECK_INT(varlink_frame_next(nul_stream + consumed, sizeof(nul_stream) - 1 - consumed, &f,
+                                 &msg_len, &consumed),
+              1);
+    CHECK_INT(msg_len, 3);
+}
+
+static void test_terminator(void)
+{
+    CHECK_INT(varlink_terminator(VARLINK_FRAMING_UNKNOWN), '\0');
+    CHECK_INT(varlink_terminator(VARLINK_FRAMING_NUL), '\0');
+    CHECK_INT(varlink_terminator(VARLINK_FRAMING_LINE), '\n');
+}
+
+static void test_split_method(void)
+{
+    size_t iface_len = 0;
+    const char *m = NULL;
+
+    CHECK_INT(varlink_split_method("io.heare.Auth.Verify", &iface_len, &m), 0);
+    CHECK_INT(iface_len, strlen("io.heare.Auth"));
+    CHECK_STR(m, "Verify");
+    CHECK_INT(varlink_split_method("a.B", &iface_len, &m), 0);
+    CHECK_INT(iface_len, 1);
+    CHECK_STR(m, "B");
+
+    static const char *const bad[] = {"", "Verify", ".Verify", "io.heare.Auth.", "."};
+    for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+        iface_len = 99;
+        CHECK_INT(varlink_split_method(bad[i], &iface_len, &m), -EINVAL);
+        CHECK_INT(iface_len, 99);
+    }
+    CHECK_INT(varlink_split_method(NULL, &iface_len, &m), -EINVAL);
+}
+
+static void test_call_good(void)
+{
+    varlink_call call;
+    const char *reason = NULL;
+    const char msg1[] = "{\"method\": \"io.heare.Auth.Verify\", \"parameters\": {\"key\": \"k\"}}";
+
+    CHECK_INT(varlink_call_parse(msg1, strlen(msg1), &call, &reason), 0);
+    CHECK_STR(call.method, "io.heare.Auth.Verify");
+    CHECK(json_is_object(call.parameters));
+    CHECK_STR(json_string_value(json_object_get(call.parameters, "key")), "k");
+    CHECK_INT(call.flags, 0);
+    varlink_call_done(&call);
+    CHECK(call.message == NULL);
+
+    /* Absent parameters: an empty object owned by the call; unknown members ignored;
+     * a trailing newline (NUL mode) is whitespace. */
+    const char msg2[] = "{\"method\":\"org.varlink.service.GetInfo\",\"more\":true,\"x\":[1]}\n";
+    CHECK_INT(varlink_call_parse(msg2, strlen(msg2), &call, &reason), 0);
+    CHECK(json_is_object(call.parameters));
+    CHECK_INT(json_object_size(call.parameters), 0);
+    CHECK(json_object_get(call.message, "parameters") == call.parameters);
+    CHECK_INT(call.flags, VARLINK_CALL_MORE);
+    varlink_call_done(&call);
+
+    const char msg3[] = "{\"method\":\"a.B\",\"oneway\":true,\"more\":false}";
+    CHECK_INT(varlink_call_parse(msg3, strlen(msg3), &call, &reason), 0);
+    CHECK_INT(call.flags, VARLINK_CALL_ONEWAY);
+    varlink_call_done(&call);
+
+    /* Only len bytes are parsed, even if more follow. */
+    const char msg4[] = "{\"method\":\"a.B\"}garbage";
+    CHECK_INT(varlink_call_parse(msg4, strlen("{\"method\":\"a.B\"}"), &call, &reason), 0);
+    varlink_call_done(&call);
+
+    varlink_call_done(NULL);
+}
+
+struct bad_call {
+    const char *msg;
+    size_t len; /* 0: strlen(msg) */
+    const char *reason;
+};
+
+static const struct bad_call bad_calls[] = {
+    {"", 0, "not JSON"},
+    {"   ", 0, "not JSON"},
+    {"{", 0, "not JSON"},
+    {"{\"method\":\"a.B\"} {}", 0, "not JSON"},
+    {"{\"method\":\"a.B\"}x", 0, "not JSON"},
+    {"{\"method\":\"a.B\",}", 0, "not JSON"},
+    {"{\"method\":\"a\xff.B\"}", 0, "not JSON"},
+    {"{\"method\":\"a.B\"}\0", sizeof("{\"method\":\"a.B\"}\0") - 1, "not JSON"},
+    {"{\"method\":\"a.B\",\"method\":\"a.C\"}", 0, "duplicate member name"},
+    {"[]", 0, "not a JSON object"},
+    {"[{\"method\":\"a.B\"}]", 0, "not a JSON object"},
+    {"42", 0, "not a JSON object"},
+    {"\"a.B\"", 0, "not a JSON object"},
+    {"null", 0, "not a JSON object"},
+    {"{}", 0, "method missing"},
+    {"{\"parameters\":{}}", 0, "method missing"},
+    {"{\"method\":null}", 0, "method is not a string"},
+    {"{\"method\":42}", 0, "method is not a string"},
+    {"{\"method\":[\"a.B\"]}", 0, "method is not a string"},
+    {"{\"method\":\"\"}", 0, "method is not a qualified name"},
+    {"{\"method\":\"Verify\"}", 0, "method is not a qualified name"},
+    {"{\"method\":\".Verify\"}", 0, "method is not a qualified name"},
+    {"{\"method\":\"io.heare.Auth.\"}", 0, "method is not a qualified name"},
+    {"{\"method\":\"a.B\",\"parameters\":[]}", 0, "parameters is not an object"},
+    {"{\"method\":\"a.B\",\"parameters\":null}", 0, "parameters is not an object"},
+    {"{\"method\":\"a.B\",\"parameters\":\"x\"}", 0, "parameters is not an object"},
+    {"{\"method\":\"a.B\",\"oneway\":1}", 0, "oneway is not a boolean"},
+    {"{\"method\":\"a.B\",\"oneway\":null}", 0, "oneway is not a boolean"},
+    {"{\"method\":\"a.B\",\"more\":\"true\"}", 0, "more is not a boolean"},
+    {"{\"method\":\"a.B\",\"more\":0}", 0, "more is not a boolean"},
+    {"{\"method\":\"a.B\",\"oneway\":true,\"more\":true}", 0, "oneway and more both set"},
+};
+
+static void test_call_bad(void)
+{
+    for (size_t i = 0; i < ELEMENTSOF(bad_calls); i++) {
+        const struct bad_call *t = &bad_calls[i];
+        size_t len = t->len ? t->len : strlen(t->msg);
+        varlink_call call = {.method = "untouched"};
+        const char *reason = NULL;
+
+        fprintf(stderr, "bad call %zu: %s\n", i, t->reason);
+        CHECK_INT(varlink_call_parse(t->msg, len, &call, &reason), -EPROTO);
+        CHECK_STR(reason, t->reason);
+        CHECK_STR(call.method, "untouched");
+        CHECK(call.message == NULL);
+    }
+}
+
 int main(void)
 {
-    fprintf(stderr, "not written yet\n");
-    return 1;
+    test_frame_table();
+    test_frame_limits();
+    test_frame_line_locked();
+    test_terminator();
+    test_split_method();
+    test_call_good();
+    test_call_bad();
+    fprintf(stderr, "ok\n");
+    return 0;
 }

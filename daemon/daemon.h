@@ -1,0 +1,163 @@
+/* daemon: what the daemon's files share: the published keystore, the store thread's job
+ * queue, the method tables and the call context handlers answer through. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "conf.h"
+#include "keystore.h"
+#include "varlink.h"
+
+/* ---- state.c: the published keystore, health, and the store thread ---- */
+
+/* The keystore readers see now. Call only on a registered RCU reader thread (the serving
+ * loops) between quiescent states; never NULL after state_start(). */
+keystore *state_keystore(void);
+
+typedef struct state_health {
+    const char *status; /* "healthy" | "degraded" | "unhealthy" (static) */
+    size_t keys_loaded;
+    uint64_t generation;
+    int64_t loaded_at; /* 0: never */
+    char *last_error;  /* NULL or owned copy */
+    int64_t started_at;
+} state_health;
+
+/* Copies the current health; the caller frees h->last_error. */
+void state_get_health(state_health *h);
+
+typedef enum job_kind {
+    JOB_REFRESH,
+    JOB_CREATE,
+    JOB_UPDATE,
+    JOB_ROTATE,
+    JOB_DELETE,
+} job_kind;
+
+typedef struct job job;
+/* Called on the store thread when a job finished; must only hand the job back to its
+ * owner (e.g. post it to a serving loop). */
+typedef void (*job_done_fn)(job *j);
+
+struct job {
+    job_kind kind;
+    json_t *params;         /* owned: the Varlink parameters */
+    job_done_fn done;       /* NULL: nobody waits (SIGHUP, poll) */
+    void *userdata;
+    /* results, set by the store thread */
+    int r;                  /* 0 or -errno */
+    json_t *reply;          /* owned: the reply parameters on success */
+    char *error_param;      /* owned: InvalidParameter's parameter */
+    char *error_reason;     /* owned: StoreUnavailable/Conflict reason */
+    job *next;              /* queue link */
+};
+
+/* Loads the store once (or the cache) and publishes the first keystore. Never fails for a
+ * store problem: that is reported as degraded/unhealthy. -errno only for OOM or a store URL
+ * that cannot be opened (with *reterr). */
+int state_init(const conf *c, char **reterr);
+/* Starts the store thread: polling and jobs. */
+int state_start(void);
+/* Queues a job for the store thread. The job's done callback runs on that thread. */
+void state_submit(job *j);
+/* Asks for a reload (SIGHUP); async-signal-unsafe, call from the main thread. */
+void state_request_reload(void);
+/* Stops the store thread and frees everything; the serving loops must be gone. */
+void state_finish(void);
+job *job_free(job *j);
+
+/* ---- server.c: the serving loops ---- */
+
+typedef enum sock_kind {
+    SOCK_VERIFY,
+    SOCK_ADMIN,
+} sock_kind;
+
+typedef struct listen_fd {
+    int fd;
+    sock_kind kind;
+    char *path;       /* bound by us (unlinked at exit) or NULL */
+} listen_fd;
+
+/* Starts conf->threads serving loops, each accepting on every listener. */
+int server_start(const conf *c, const listen_fd *listeners, size_t n_listeners);
+/* Asks every loop to stop accepting, drain (at most 5 s) and return. Thread-safe. */
+void server_stop(void);
+/* Joins the loops. Returns false if some admin call was still with the store thread. */
+bool server_wait(void);
+/* Frees the loops; only after server_wait() returned true and the store thread stopped. */
+void server_free(void);
+
+/* ---- the call context handlers answer through (server.c) ---- */
+
+typedef struct call_ctx call_ctx;
+
+typedef struct peer_cred {
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+} peer_cred;
+
+const peer_cred *call_peer(const call_ctx *ctx);
+const conf *call_conf(const call_ctx *ctx);
+sock_kind call_socket_kind(const call_ctx *ctx);
+/* True when the call asked for "more" (and the method allows it). */
+bool call_wants_more(const call_ctx *ctx);
+
+/* Replies with parameters (consumed: the reference is stolen). continues: more follow. */
+void call_reply(call_ctx *ctx, json_t *params, bool continues);
+/* Replies with already-serialized parameters text: {"parameters":<text>} */
+void call_reply_text(call_ctx *ctx, const char *params_text, size_t len);
+/* Replies with an error name and parameters (consumed; NULL for {}). */
+void call_error(call_ctx *ctx, const char *error, json_t *params);
+void call_error_invalid_parameter(call_ctx *ctx, const char *parameter);
+/* The next replies carry a secret: the connection wipes its buffers once they are sent. */
+void call_note_secret(call_ctx *ctx);
+/* Hands the call to the store thread; the reply is sent when the job is done. Consumes j.
+ * The connection reads no further call until then, so replies stay in call order. */
+void call_submit(call_ctx *ctx, job *j);
+
+/* ---- method tables (method-*.c) ---- */
+
+#define METHOD_ADMIN 0x1u  /* admin socket and admin peers only */
+#define METHOD_MORE 0x2u   /* may answer with several replies */
+
+typedef void (*method_fn)(call_ctx *ctx, const json_t *params);
+
+typedef struct method_entry {
+    const char *name;
+    method_fn fn;
+    unsigned flags;
+} method_entry;
+
+typedef struct interface_entry {
+    const char *name;
+    const method_entry *methods;
+    unsigned flags; /* METHOD_ADMIN for the whole interface */
+} interface_entry;
+
+extern const method_entry methods_auth[];
+extern const method_entry methods_admin[];
+extern const method_entry methods_service[];
+
+/* Every interface, NULL-terminated, and the ones a socket kind offers in GetInfo. */
+extern const interface_entry interfaces[];
+bool interface_offered(const interface_entry *i, sock_kind kind);
+
+/* Reads string parameters through a field table: each entry names a member, whether it is
+ * required, and where the value goes (borrowed from params). Unknown members and wrong
+ * types answer InvalidParameter. Returns false if an error was sent. */
+typedef struct param_field {
+    const char *name;
+    const char **value;
+    bool required;
+} param_field;
+bool call_read_string_params(call_ctx *ctx, const json_t *params, const param_field *fields,
+                             size_t n);
+
+/* Completion of an admin job on the serving loop, in method-admin.c. */
+void method_admin_job_done(call_ctx *ctx, job *j);

@@ -1,0 +1,288 @@
+"""The Varlink wire protocol of heare-authd (SPEC §5): framing, pipelining, more,
+oneway, the service interface, errors, permissions and connection limits."""
+import json
+import os
+import subprocess
+import time
+
+from conftest import ROOT, Varlink, ok
+
+VERIFY = "io.heare.Auth.Verify"
+HEALTH = "io.heare.Auth.GetHealth"
+CREATE = "io.heare.AuthAdmin.CreateKey"
+LIST = "io.heare.AuthAdmin.ListKeys"
+
+
+def test_verify_nul_framing(daemon):
+    key, secret = daemon.create("nul")
+    with daemon.connect("verify") as c:
+        assert c.send(VERIFY, {"key": secret})
+        raw = c.recv_raw()
+        assert raw is not None
+        reply = json.loads(raw)
+        p = ok(reply)
+        assert p["valid"] is True
+        assert p["code"] == "VALID"
+        assert p["key_id"] == key["id"]
+        # the connection stays open for another call
+        p2 = ok(c.call(VERIFY, {"key": "sec_1" + "0" * 38}))
+        assert p2["valid"] is False
+
+
+def test_line_mode(daemon):
+    key, secret = daemon.create("line")
+    s = Varlink(daemon.verify_sock, line=False)
+    with s:
+        s.send_raw(json.dumps({"method": VERIFY, "parameters": {"key": secret}}).encode() + b"\n")
+        data = b""
+        deadline = time.monotonic() + 10
+        while not data.endswith(b"\n") and time.monotonic() < deadline:
+            s.sock.settimeout(max(0.1, deadline - time.monotonic()))
+            chunk = s.sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        assert data.endswith(b"\n"), f"line-mode reply does not end with newline: {data!r}"
+        assert b"\0" not in data
+        p = ok(json.loads(data))
+        assert p["code"] == "VALID" and p["key_id"] == key["id"]
+    # a second call on a line-mode connection is framed with "\n" too
+    with daemon.connect("verify", line=True) as c:
+        ok(c.call(HEALTH, {}))
+        p = ok(c.call(VERIFY, {"key": secret}))
+        assert p["code"] == "VALID"
+        assert c.buf == b""
+
+
+def test_pipelined_calls_reply_in_order(daemon):
+    key, secret = daemon.create("pipe")
+    msgs = [
+        {"method": VERIFY, "parameters": {"key": secret}},
+        {"method": HEALTH, "parameters": {}},
+        {"method": VERIFY, "parameters": {"key": "sec_1" + "0" * 38}},
+    ]
+    with daemon.connect("verify") as c:
+        assert c.send_raw(b"".join(json.dumps(m).encode() + b"\0" for m in msgs))
+        r1, r2, r3 = c.recv(), c.recv(), c.recv()
+    assert ok(r1)["code"] == "VALID"
+    assert "status" in ok(r2) and "keys_loaded" in ok(r2)
+    assert ok(r3)["valid"] is False
+
+
+def test_list_keys_more(daemon):
+    ids = {daemon.create(f"more-{i}")[0]["id"] for i in range(3)}
+    with daemon.connect("admin") as c:
+        assert c.send(LIST, {}, more=True)
+        replies = [c.recv() for _ in range(3)]
+        # nothing more may follow the last reply
+        c.sock.settimeout(0.5)
+        try:
+            extra = c.sock.recv(65536)
+        except TimeoutError:
+            extra = b""
+        assert extra == b"" and c.buf == b"", f"data after the last 'more' reply: {extra!r}"
+    seen = set()
+    for i, r in enumerate(replies):
+        assert r is not None
+        p = ok(r)
+        assert isinstance(p["keys"], list) and len(p["keys"]) == 1, r
+        seen.add(p["keys"][0]["id"])
+        if i < 2:
+            assert r.get("continues") is True, r
+        else:
+            assert not r.get("continues"), r
+    assert seen == ids
+
+
+def test_list_keys_more_empty(daemon):
+    with daemon.connect("admin") as c:
+        c.send(LIST, {}, more=True)
+        r = c.recv()
+        assert ok(r) == {"keys": []} or ok(r).get("keys") == []
+        assert not r.get("continues")
+        # and the connection still answers, with no stray reply before it
+        assert "status" in ok(c.call(HEALTH, {}))
+
+
+def test_list_keys_without_more(daemon):
+    ids = {daemon.create(f"plain-{i}")[0]["id"] for i in range(3)}
+    with daemon.connect("admin") as c:
+        r = c.call(LIST, {})
+    assert not r.get("continues")
+    assert {k["id"] for k in ok(r)["keys"]} == ids
+
+
+def test_oneway(daemon):
+    with daemon.connect("admin") as c:
+        assert c.send(CREATE, {"name": "oneway-key"}, oneway=True)
+        assert c.send(HEALTH, {})
+        first = c.recv()
+        assert "error" not in first and "status" in first["parameters"], \
+            f"first reply after a oneway call is not GetHealth's: {first}"
+        keys = ok(c.call(LIST, {}))["keys"]
+    assert [k["name"] for k in keys] == ["oneway-key"]
+
+
+def test_get_info(daemon):
+    for which in ("verify", "admin"):
+        with daemon.connect(which) as c:
+            p = ok(c.call("org.varlink.service.GetInfo", {}))
+        assert p["vendor"] == "heare"
+        assert p["product"] == "heare-auth"
+        assert isinstance(p["version"], str) and p["version"]
+        assert isinstance(p["url"], str) and p["url"]
+        assert "io.heare.Auth" in p["interfaces"]
+        assert "org.varlink.service" in p["interfaces"]
+        if which == "admin":
+            assert "io.heare.AuthAdmin" in p["interfaces"]
+    out = subprocess.run([daemon_bin(), "--version"], capture_output=True, text=True,
+                         timeout=10)
+    assert p["version"] in out.stdout
+
+
+def daemon_bin():
+    from conftest import HEARE_AUTHD
+    return HEARE_AUTHD
+
+
+def test_get_interface_description(daemon):
+    for name in ("io.heare.Auth", "io.heare.AuthAdmin"):
+        with open(os.path.join(ROOT, "libheare", name + ".varlink")) as f:
+            text = f.read()
+        p = ok(daemon.call("org.varlink.service.GetInterfaceDescription",
+                           {"interface": name}, "admin"))
+        assert p["description"] == text, name
+    p = ok(daemon.call("org.varlink.service.GetInterfaceDescription",
+                       {"interface": "io.heare.Auth"}, "verify"))
+    assert "method Verify(" in p["description"]
+
+
+def test_unknown_method_and_interface(daemon):
+    r = daemon.call("io.heare.Auth.NoSuchMethod", {}, "verify")
+    assert r.get("error") == "org.varlink.service.MethodNotFound", r
+    r = daemon.call("org.example.Nope.Method", {}, "verify")
+    assert r.get("error") == "org.varlink.service.InterfaceNotFound", r
+    r = daemon.call("io.heare.AuthAdmin.NoSuchMethod", {}, "admin")
+    assert r.get("error") == "org.varlink.service.MethodNotFound", r
+
+
+def test_invalid_parameter(daemon):
+    r = daemon.call(VERIFY, {"key": 5}, "verify")
+    assert r.get("error") == "org.varlink.service.InvalidParameter", r
+    assert r["parameters"]["parameter"] == "key"
+    r = daemon.call(VERIFY, {}, "verify")
+    assert r.get("error") == "org.varlink.service.InvalidParameter", r
+    assert r["parameters"]["parameter"] == "key"
+    r = daemon.call(CREATE, {"name": "x", "bogus": 1})
+    assert r.get("error") == "org.varlink.service.InvalidParameter", r
+    assert r["parameters"]["parameter"] == "bogus"
+    r = daemon.call(CREATE, {"name": ""})
+    assert r.get("error") == "org.varlink.service.InvalidParameter", r
+    assert r["parameters"]["parameter"] == "name"
+    r = daemon.call(CREATE, {"name": "x", "expires_at": "tomorrow"})
+    assert r.get("error") == "org.varlink.service.InvalidParameter", r
+    assert r["parameters"]["parameter"] == "expires_at"
+    assert daemon.list_keys() == []
+
+
+def test_admin_on_verify_socket_denied(daemon):
+    for method, params in ((CREATE, {"name": "nope"}), (LIST, {}),
+                           ("io.heare.AuthAdmin.Refresh", {})):
+        r = daemon.call(method, params, "verify")
+        assert r.get("error") == "io.heare.AuthAdmin.PermissionDenied", r
+    assert daemon.list_keys() == []
+
+
+NOBODY_CLIENT = r"""
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(10)
+s.connect(sys.argv[1])
+s.sendall(json.dumps({"method": sys.argv[2], "parameters": json.loads(sys.argv[3])}).encode() + b"\0")
+buf = b""
+while b"\0" not in buf:
+    c = s.recv(65536)
+    if not c:
+        break
+    buf += c
+sys.stdout.write(buf.split(b"\0")[0].decode())
+"""
+
+
+def call_as_nobody(path, method, params):
+    res = subprocess.run(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/python3",
+         "-c", NOBODY_CLIENT, path, method, json.dumps(params)],
+        capture_output=True, text=True, timeout=20, cwd="/")
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+def test_admin_from_non_admin_uid_denied(daemon):
+    os.chmod(daemon.admin_sock, 0o666)
+    r = call_as_nobody(daemon.admin_sock, CREATE, {"name": "from-nobody"})
+    assert r.get("error") == "io.heare.AuthAdmin.PermissionDenied", r
+    r = call_as_nobody(daemon.admin_sock, LIST, {})
+    assert r.get("error") == "io.heare.AuthAdmin.PermissionDenied", r
+    # io.heare.Auth stays open to everyone who can connect
+    r = call_as_nobody(daemon.admin_sock, HEALTH, {})
+    assert "error" not in r and "status" in r["parameters"], r
+    assert daemon.list_keys() == []
+
+
+def test_admin_users_lets_a_listed_uid_in(make_daemon):
+    d = make_daemon(extra_args=["--admin-users", "nobody"])
+    os.chmod(d.admin_sock, 0o666)
+    r = call_as_nobody(d.admin_sock, LIST, {})
+    assert "error" not in r, r
+
+
+def test_message_too_large(daemon):
+    key, secret = daemon.create("big")
+    with daemon.connect("verify") as big, daemon.connect("verify") as other:
+        msg = json.dumps({"method": VERIFY, "parameters": {"key": "x" * (70 * 1024)}}).encode()
+        big.send_raw(msg + b"\0")
+        r = big.recv()
+        assert r is not None and r.get("error") == "io.heare.Auth.MessageTooLarge", r
+        assert big.at_eof(5), "connection not closed after MessageTooLarge"
+        assert ok(other.call(VERIFY, {"key": secret}))["code"] == "VALID"
+
+
+def test_message_just_under_limit_is_served(daemon):
+    with daemon.connect("verify") as c:
+        msg = json.dumps({"method": VERIFY, "parameters": {"key": "x" * (60 * 1024)}}).encode()
+        c.send_raw(msg + b"\0")
+        r = c.recv()
+    assert ok(r)["code"] == "MALFORMED"
+
+
+def test_garbage_gets_invalid_message(daemon):
+    key, secret = daemon.create("garbage")
+    for junk in (b"not json\0", b"[1,2]\0", b'"a string"\0', b"{\"method\": 5}\0"):
+        with daemon.connect("verify") as c:
+            c.send_raw(junk)
+            r = c.recv()
+            assert r is not None, f"no reply to {junk!r}"
+            if junk.startswith(b"{"):
+                # an object that is not a valid call: any Varlink error, then it may go on
+                assert "error" in r, r
+                continue
+            assert r.get("error") == "io.heare.Auth.InvalidMessage", (junk, r)
+            assert isinstance(r.get("parameters", {}).get("reason"), str)
+            assert c.at_eof(5), f"connection not closed after {junk!r}"
+    assert ok(daemon.call(VERIFY, {"key": secret}, "verify"))["code"] == "VALID"
+
+
+def test_idle_timeout(make_daemon):
+    d = make_daemon(extra_args=["--idle-timeout", "1s"])
+    with d.connect("verify") as idle:
+        t0 = time.monotonic()
+        assert idle.at_eof(6), "idle connection not closed within 6s (idle-timeout 1s)"
+        elapsed = time.monotonic() - t0
+    assert 0.5 <= elapsed <= 4.0, elapsed
+    # an active connection is not closed while it keeps talking
+    with d.connect("verify") as busy:
+        for _ in range(4):
+            ok(busy.call(HEALTH, {}))
+            time.sleep(0.5)
+        ok(busy.call(HEALTH, {}))
