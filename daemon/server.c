@@ -100,7 +100,7 @@ static worker *g_workers;
 static size_t g_n_workers;
 
 static void conn_process(conn *c);
-static void conn_flush(conn *c);
+static bool conn_flush(conn *c);
 
 /* ---- output ---- */
 
@@ -401,15 +401,21 @@ static void on_write_complete(h2o_socket_t *sock, const char *err)
     conn_process(c);
 }
 
-static void conn_flush(conn *c)
+/* Hands pending replies to the socket, or closes the connection once nothing is left to
+ * send and it is due to close. Returns false if c was closed (and may be freed). */
+static bool conn_flush(conn *c)
 {
-    if (!c->sock || c->writing)
-        return;
+    if (!c->sock)
+        return false;
+    if (c->writing)
+        return true;
     if (c->out_len == 0) {
         bool idle = !c->pending_job && c->sock->input->size == 0;
-        if (c->close_after_flush || (c->w->stopping && idle))
+        if (c->close_after_flush || (c->w->stopping && idle)) {
             conn_close(c);
-        return;
+            return false;
+        }
+        return true;
     }
     /* Swap the buffers: replies keep accumulating while this write is in flight. */
     char *p = c->wbuf;
@@ -423,6 +429,7 @@ static void conn_flush(conn *c)
     c->writing = true;
     h2o_iovec_t v = h2o_iovec_init(c->wbuf, c->wbuf_len);
     h2o_socket_write(c->sock, &v, 1, on_write_complete);
+    return true;
 }
 
 static void on_read(h2o_socket_t *sock, const char *err);
@@ -482,8 +489,8 @@ static void conn_process(conn *c)
     } else if (h2o_timeout_is_linked(&c->idle_entry)) {
         h2o_timeout_unlink(&c->idle_entry);
     }
-    conn_flush(c);
-    conn_update_reading(c);
+    if (conn_flush(c))
+        conn_update_reading(c);
 }
 
 static void on_read(h2o_socket_t *sock, const char *err)

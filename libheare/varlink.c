@@ -14,6 +14,9 @@ int varlink_frame_next(const char *buf, size_t len, varlink_framing *framing, si
     varlink_framing f = *framing;
     const char *end = NULL;
 
+    /* An empty buffer may be NULL, which memchr must not see. */
+    if (len == 0)
+        return 0;
     switch (f) {
     case VARLINK_FRAMING_UNKNOWN: {
         const char *nul = memchr(buf, '\0', window);
