@@ -9,14 +9,24 @@
 #include <jansson.h>
 
 #include "conf.h"
+#include "keystate.h"
 #include "keystore.h"
 #include "varlink.h"
 
 /* ---- state.c: the published keystore, health, and the store thread ---- */
 
-/* The keystore readers see now. Call only on a registered RCU reader thread (the serving
- * loops) between quiescent states; never NULL after state_start(). */
+/* What readers see: a keystore and, per key (by keystore_key_index), its keystate. */
+typedef struct snapshot {
+    keystore *ks;
+    keystate **states;
+} snapshot;
+
+/* The snapshot (and keystore) readers see now. Call only on a registered RCU reader thread
+ * (the serving loops) between quiescent states; never NULL after state_init(). */
+const snapshot *state_snapshot(void);
 keystore *state_keystore(void);
+/* The state of a key of snap->ks. */
+keystate *snapshot_state(const snapshot *snap, const keystore_key *k);
 
 typedef struct state_health {
     const char *status; /* "healthy" | "degraded" | "unhealthy" (static) */

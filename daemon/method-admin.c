@@ -15,6 +15,29 @@
 #include "secret.h"
 #include "timeutil.h"
 
+/* Puts this daemon's counters for the key into a rendered Key object. */
+static void fill_counters(const snapshot *snap, json_t *key)
+{
+    const keystore_key *k = keystore_get(snap->ks, json_string_value(json_object_get(key, "id")));
+    if (!k)
+        return;
+    const keystate *st = snapshot_state(snap, k);
+    char when[TIMEUTIL_RFC3339_LEN + 1];
+    int64_t last = keystate_last_used_at(st);
+    json_object_set_new(key, "verifications", json_integer((json_int_t)keystate_verifications(st)));
+    json_object_set_new(key, "last_used_at", last > 0 && timeutil_format_rfc3339(last, when) >= 0
+                                                 ? json_string(when)
+                                                 : json_null());
+}
+
+static json_t *render_key(const snapshot *snap, const keystore_key *k, int64_t now)
+{
+    json_t *key = keyops_render_key(keystore_key_object(k), now);
+    if (key)
+        fill_counters(snap, key);
+    return key;
+}
+
 static void reply_oom(call_ctx *ctx)
 {
     call_error(ctx, "io.heare.AuthAdmin.StoreUnavailable",
@@ -71,12 +94,13 @@ static void method_get_key(call_ctx *ctx, const json_t *params)
     if (!call_read_string_params(ctx, params, fields, ELEMENTSOF(fields)))
         return;
 
-    const keystore_key *k = keystore_get(state_keystore(), id);
+    const snapshot *snap = state_snapshot();
+    const keystore_key *k = keystore_get(snap->ks, id);
     if (!k) {
         call_error(ctx, "io.heare.AuthAdmin.KeyNotFound", json_pack("{s:s}", "id", id));
         return;
     }
-    json_t *key = keyops_render_key(keystore_key_object(k), timeutil_now());
+    json_t *key = render_key(snap, k, timeutil_now());
     json_t *reply = key ? json_pack("{s:o}", "key", key) : NULL;
     if (!reply) {
         reply_oom(ctx);
@@ -92,13 +116,14 @@ static void method_list_keys(call_ctx *ctx, const json_t *params)
                                      json_object_iter_key(json_object_iter((json_t *)params)));
         return;
     }
-    const keystore *ks = state_keystore();
+    const snapshot *snap = state_snapshot();
+    const keystore *ks = snap->ks;
     size_t n = keystore_size(ks);
     int64_t now = timeutil_now();
 
     if (call_wants_more(ctx) && n > 0) {
         for (size_t i = 0; i < n; i++) {
-            json_t *key = keyops_render_key(keystore_key_object(keystore_at(ks, i)), now);
+            json_t *key = render_key(snap, keystore_at(ks, i), now);
             json_t *reply = key ? json_pack("{s:[o]}", "keys", key) : NULL;
             if (!reply) {
                 reply_oom(ctx);
@@ -110,8 +135,7 @@ static void method_list_keys(call_ctx *ctx, const json_t *params)
     }
     json_t *keys = json_array();
     for (size_t i = 0; keys && i < n; i++)
-        if (json_array_append_new(keys,
-                                  keyops_render_key(keystore_key_object(keystore_at(ks, i)), now)) < 0)
+        if (json_array_append_new(keys, render_key(snap, keystore_at(ks, i), now)) < 0)
             keys = (json_decref(keys), NULL);
     json_t *reply = keys ? json_pack("{s:o}", "keys", keys) : NULL;
     if (!reply) {
@@ -191,6 +215,9 @@ void method_admin_job_done(call_ctx *ctx, job *j)
     }
     if (j->kind != JOB_REFRESH)
         audit(ctx, j);
+    json_t *key = json_object_get(j->reply, "key");
+    if (key)
+        fill_counters(state_snapshot(), key);
     json_t *secret = json_object_get(j->reply, "secret");
     json_t *reply = j->reply;
     j->reply = NULL;

@@ -1,6 +1,8 @@
 /* method-auth: io.heare.Auth, served on every socket. Verify is the hot path: no lock, no
  * allocation for the lookup, the reply assembled from fields the keystore pre-rendered. */
+#include <inttypes.h>
 #include <stdio.h>
+#include <time.h>
 #include <string.h>
 
 #include <urcu-qsbr.h>
@@ -62,14 +64,38 @@ static void method_verify(call_ctx *ctx, const json_t *params)
 
     size_t key_len = strlen(key);
     const keystore_key *k = NULL;
-    verify_code code = keystore_verify(state_keystore(), key, key_len, scope, timeutil_now(), &k);
+    const snapshot *snap = state_snapshot();
+    const conf *c = call_conf(ctx);
+    uid_t uid = call_peer(ctx)->uid;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t retry_ms = 0;
+    verify_code code;
+
+    /* A peer over its failure budget is answered without a lookup. */
+    if (throttle_check(uid, c->max_failures_per_minute, now_ms, &retry_ms)) {
+        code = VERIFY_RATE_LIMITED;
+    } else {
+        code = keystore_verify(snap->ks, key, key_len, scope, ts.tv_sec, &k);
+        if (k) {
+            keystate *st = snapshot_state(snap, k);
+            if (code == VERIFY_VALID &&
+                !keystate_take(st, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
+                               &retry_ms))
+                code = VERIFY_RATE_LIMITED;
+            keystate_count(st, code == VERIFY_VALID, ts.tv_sec);
+        }
+        if (code != VERIFY_VALID && code != VERIFY_RATE_LIMITED)
+            throttle_failed(uid, now_ms);
+    }
 
     char stack[VERIFY_REPLY_STACK];
     _cleanup_free_ char *heap = NULL;
     char *buf = stack;
     size_t fields_len = 0;
     const char *fields_text = k ? keystore_key_verify_fields(k, &fields_len) : NULL;
-    size_t need = fields_len + 64;
+    size_t need = fields_len + 96;
     if (need > sizeof(stack)) {
         heap = malloc(need);
         if (!heap) {
@@ -79,9 +105,12 @@ static void method_verify(call_ctx *ctx, const json_t *params)
         }
         buf = heap;
     }
-    int n = snprintf(buf, need, "{\"valid\":%s,\"code\":\"%s\"%s%.*s}",
+    int n = snprintf(buf, need, "{\"valid\":%s,\"code\":\"%s\"%s%.*s",
                      code == VERIFY_VALID ? "true" : "false", keystore_code_name(code),
                      fields_text ? "," : "", (int)fields_len, fields_text ? fields_text : "");
+    if (code == VERIFY_RATE_LIMITED)
+        n += snprintf(buf + n, need - (size_t)n, ",\"retry_after_ms\":%" PRId64, retry_ms);
+    buf[n++] = '}';
     log_verify(ctx, code, k, key, key_len, user_agent);
     /* The key is not needed any more: wipe it in the parsed message. */
     secret_wipe((char *)key, key_len);

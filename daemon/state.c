@@ -24,12 +24,12 @@
 
 /* Readers: rcu_dereference() on a registered serving loop. Writer: the store thread only
  * (and state_init before any reader exists). */
-static keystore *g_keystore;
+static snapshot *g_snap;
 
 static const conf *g_conf;
 static store *g_store;
-static char *g_version;        /* version token of the document g_keystore came from */
-static bool g_from_cache;      /* g_keystore came from the last-known-good cache */
+static char *g_version;        /* version token of the document the published keystore came from */
+static bool g_from_cache;      /* it came from the last-known-good cache */
 static uint64_t g_generation;
 
 /* g_lock guards the health fields and the job queue. */
@@ -46,9 +46,61 @@ static bool g_stopping;
 static pthread_t g_thread;
 static bool g_thread_started;
 
+const snapshot *state_snapshot(void)
+{
+    return rcu_dereference(g_snap);
+}
+
 keystore *state_keystore(void)
 {
-    return rcu_dereference(g_keystore);
+    return state_snapshot()->ks;
+}
+
+keystate *snapshot_state(const snapshot *snap, const keystore_key *k)
+{
+    return snap->states[keystore_key_index(snap->ks, k)];
+}
+
+static snapshot *snapshot_free(snapshot *snap)
+{
+    if (!snap)
+        return NULL;
+    size_t n = keystore_size(snap->ks);
+    for (size_t i = 0; snap->states && i < n; i++)
+        keystate_unref(snap->states[i]);
+    free(snap->states);
+    keystore_free(snap->ks);
+    free(snap);
+    return NULL;
+}
+
+/* Pairs ks with the states of its keys: a key the previous snapshot had keeps its counters
+ * and bucket, a new key gets fresh ones. Takes ks. */
+static snapshot *snapshot_new(keystore *ks, const snapshot *prev)
+{
+    size_t n = keystore_size(ks);
+    snapshot *snap = calloc(1, sizeof(*snap));
+    if (!snap) {
+        keystore_free(ks);
+        return NULL;
+    }
+    snap->ks = ks;
+    snap->states = calloc(n ? n : 1, sizeof(*snap->states));
+    if (!snap->states)
+        return snapshot_free(snap);
+    for (size_t i = 0; i < n; i++) {
+        const keystore_key *k = keystore_at(ks, i);
+        const keystore_key *old = prev ? keystore_get(prev->ks, keystore_key_id(k)) : NULL;
+        keystate *st = old ? snapshot_state(prev, old) : keystate_new();
+        if (!st)
+            return snapshot_free(snap); /* the slots not filled yet are NULL */
+        keystate_ref(st);
+        const json_t *rl = json_object_get(keystore_key_object(k), "rate_limit");
+        keystate_set_limit(st, json_integer_value(json_object_get(rl, "per_second")),
+                           json_integer_value(json_object_get(rl, "burst")));
+        snap->states[i] = st;
+    }
+    return snap;
 }
 
 void state_get_health(state_health *h)
@@ -108,19 +160,20 @@ static void set_loaded(size_t n, bool from_cache, const char *why)
     notify_status();
 }
 
-/* Swaps in ks; the old keystore is freed once no serving loop can still see it. Blocks
- * until then (at most one loop iteration of every worker), so call it after answering. */
-static keystore *publish(keystore *ks)
+/* Swaps in snap and returns the previous one, which serving loops may still be reading. */
+static snapshot *publish(snapshot *snap)
 {
-    return rcu_xchg_pointer(&g_keystore, ks);
+    return rcu_xchg_pointer(&g_snap, snap);
 }
 
-static void retire(keystore *old)
+/* Frees a retired snapshot once no serving loop can still see it. Blocks until then (at
+ * most one loop iteration of every worker), so call it after answering. */
+static void retire(snapshot *old)
 {
     if (!old)
         return;
     synchronize_rcu();
-    keystore_free(old);
+    snapshot_free(old);
 }
 
 static void write_cache(const json_t *doc)
@@ -138,7 +191,7 @@ static void write_cache(const json_t *doc)
 }
 
 /* Builds a keystore from doc and publishes it; returns the retired one in *ret_old. */
-static int install(json_t *doc, bool from_cache, const char *why, keystore **ret_old)
+static int install(json_t *doc, bool from_cache, const char *why, snapshot **ret_old)
 {
     _cleanup_free_ char *err = NULL;
     keystore *ks = NULL;
@@ -154,19 +207,23 @@ static int install(json_t *doc, bool from_cache, const char *why, keystore **ret
                   "%s", msg);
         return r;
     }
+    size_t n = keystore_size(ks);
+    snapshot *snap = snapshot_new(ks, g_snap);
+    if (!snap)
+        return -ENOMEM;
     pthread_mutex_lock(&g_lock);
     g_generation++;
     pthread_mutex_unlock(&g_lock);
     g_from_cache = from_cache;
-    *ret_old = publish(ks);
-    set_loaded(keystore_size(ks), from_cache, why);
+    *ret_old = publish(snap);
+    set_loaded(n, from_cache, why);
     return 0;
 }
 
 /* Reads the store; on a changed document installs it. force: ignore the version we have.
  * Returns 1 if a new keystore was installed, 0 if unchanged, -errno on failure (recorded
  * in health and logged). */
-static int reload(bool force, keystore **ret_old)
+static int reload(bool force, snapshot **ret_old)
 {
     _cleanup_free_ char *buf = NULL, *version = NULL, *err = NULL;
     _cleanup_json_ json_t *doc = NULL;
@@ -182,7 +239,7 @@ static int reload(bool force, keystore **ret_old)
         bool was_failing = g_last_error != NULL;
         pthread_mutex_unlock(&g_lock);
         if (was_failing) {
-            set_loaded(keystore_size(rcu_dereference(g_keystore)), false, NULL);
+            set_loaded(keystore_size(g_snap->ks), false, NULL);
             log_info("store %s readable again", store_url(g_store));
         }
         return 0;
@@ -224,7 +281,7 @@ static int reload(bool force, keystore **ret_old)
     return 1;
 }
 
-static int load_cache(const char *store_error, keystore **ret_old)
+static int load_cache(const char *store_error, snapshot **ret_old)
 {
     _cleanup_free_ char *buf = NULL, *err = NULL, *why = NULL;
     _cleanup_json_ json_t *doc = NULL;
@@ -256,7 +313,7 @@ static int load_cache(const char *store_error, keystore **ret_old)
 
 int state_init(const conf *c, char **reterr)
 {
-    keystore *old = NULL;
+    snapshot *old = NULL;
     pthread_condattr_t attr;
 
     g_conf = c;
@@ -270,8 +327,9 @@ int state_init(const conf *c, char **reterr)
     if (r < 0)
         return r;
 
-    g_keystore = keystore_new_empty(0);
-    if (!g_keystore)
+    keystore *empty = keystore_new_empty(0);
+    g_snap = empty ? snapshot_new(empty, NULL) : NULL;
+    if (!g_snap)
         return -ENOMEM;
 
     r = reload(true, &old);
@@ -280,7 +338,7 @@ int state_init(const conf *c, char **reterr)
         (void)load_cache(err ? err : strerror(-r), &old);
     }
     /* Nothing is reading yet: free directly. */
-    keystore_free(old);
+    snapshot_free(old);
     return 0;
 }
 
@@ -337,7 +395,7 @@ static int mutate(json_t *doc, void *userdata)
     return r;
 }
 
-static void run_write(job *j, keystore **ret_old)
+static void run_write(job *j, snapshot **ret_old)
 {
     _cleanup_json_ json_t *doc = NULL;
     _cleanup_free_ char *version = NULL;
@@ -365,7 +423,7 @@ static void run_write(job *j, keystore **ret_old)
     j->r = 0;
 }
 
-static void run_refresh(job *j, keystore **ret_old)
+static void run_refresh(job *j, snapshot **ret_old)
 {
     int r = reload(false, ret_old);
     if (r < 0) {
@@ -377,7 +435,7 @@ static void run_refresh(job *j, keystore **ret_old)
     }
     j->r = 0;
     j->reply = json_pack("{s:I,s:b}", "keys_loaded",
-                         (json_int_t)keystore_size(rcu_dereference(g_keystore)), "changed", r > 0);
+                         (json_int_t)keystore_size(g_snap->ks), "changed", r > 0);
     if (!j->reply)
         j->r = -ENOMEM;
 }
@@ -435,7 +493,7 @@ static void *store_thread(void *arg)
         }
         pthread_mutex_unlock(&g_lock);
 
-        keystore *old = NULL;
+        snapshot *old = NULL;
         if (j) {
             if (j->kind == JOB_REFRESH)
                 run_refresh(j, &old);
@@ -486,7 +544,7 @@ void state_finish(void)
         job_free(j);
     }
     g_queue_tail = NULL;
-    g_keystore = keystore_free(g_keystore);
+    g_snap = snapshot_free(g_snap);
     g_store = store_free(g_store);
     g_version = mfree(g_version);
     g_last_error = mfree(g_last_error);

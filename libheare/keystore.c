@@ -11,8 +11,14 @@
 #include "timeutil.h"
 
 #define NEVER INT64_MAX
-/* Slot value for "empty" in both hash tables; a slot otherwise holds an array index. */
-#define EMPTY UINT32_MAX
+/* Both hash tables hold 64-bit slots: the upper half is a tag (32 more bits of the hash),
+ * so most probes that miss never touch the key or secret they point at; the lower half is
+ * the array index. An index never reaches EMPTY_INDEX, so EMPTY is never a real slot. */
+#define EMPTY_INDEX UINT32_MAX
+#define EMPTY UINT64_MAX
+#define SLOT(tag, index) ((uint64_t)(tag) << 32 | (uint32_t)(index))
+#define SLOT_TAG(s) ((uint32_t)((s) >> 32))
+#define SLOT_INDEX(s) ((uint32_t)(s))
 
 typedef struct scope_ent {
     const char *s; /* points into the document */
@@ -28,11 +34,12 @@ typedef struct secret_ent {
 
 struct keystore_key {
     const char *id, *name; /* point into the document */
+    size_t name_len;
     const json_t *obj;
     int64_t expires_at;
     bool disabled;
     const scope_ent *scopes;
-    size_t n_scopes;
+    size_t scopes_off, n_scopes;
     const char *fields;
     size_t fields_off, fields_len;
 };
@@ -43,13 +50,13 @@ struct keystore {
     keystore_key *keys;
     size_t n_keys;
     secret_ent *secrets;
-    size_t n_secrets;
+    size_t n_secrets, secrets_cap;
     scope_ent *scopes;
-    size_t n_scopes;
+    size_t n_scopes, scopes_cap;
     /* Every key's pre-rendered verify fields, one after another. */
     char *arena;
     size_t arena_len, arena_cap;
-    uint32_t *by_digest, *by_id; /* open addressing, power-of-two sizes, load <= 0.5 */
+    uint64_t *by_digest, *by_id; /* open addressing, power-of-two sizes, load <= 0.5 */
     size_t digest_mask, id_mask;
 };
 
@@ -78,7 +85,8 @@ static uint64_t fnv1a(const char *s)
     return h;
 }
 
-/* The digest is SHA-256 output, uniformly distributed already: its first bytes are the hash. */
+/* The digest is SHA-256 output, uniformly distributed already: its first bytes are the hash,
+ * the next four the tag. */
 static uint64_t digest_hash(const uint8_t d[SECRET_DIGEST_LEN])
 {
     uint64_t h;
@@ -86,21 +94,28 @@ static uint64_t digest_hash(const uint8_t d[SECRET_DIGEST_LEN])
     return h;
 }
 
+static uint32_t digest_tag(const uint8_t d[SECRET_DIGEST_LEN])
+{
+    uint32_t t;
+    memcpy(&t, d + sizeof(uint64_t), sizeof(t));
+    return t;
+}
+
 /* A table of at least 2n slots, all EMPTY. */
-static uint32_t *table_new(size_t n, size_t *ret_mask)
+static uint64_t *table_new(size_t n, size_t *ret_mask)
 {
     size_t size = 16;
-    uint32_t *t;
+    uint64_t *t;
 
     while (size / 2 < n) {
-        if (size > SIZE_MAX / 2 / sizeof(uint32_t))
+        if (size > SIZE_MAX / 2 / sizeof(uint64_t))
             return NULL;
         size *= 2;
     }
-    t = malloc(size * sizeof(uint32_t));
+    t = malloc(size * sizeof(uint64_t));
     if (!t)
         return NULL;
-    memset(t, 0xff, size * sizeof(uint32_t));
+    memset(t, 0xff, size * sizeof(uint64_t));
     *ret_mask = size - 1;
     return t;
 }
@@ -122,25 +137,34 @@ _printf_(2, 3) static int fail(char **reterr, const char *fmt, ...)
     return -EBADMSG;
 }
 
+/* Makes room for n more bytes in the arena. */
+static int arena_reserve(keystore *ks, size_t n)
+{
+    size_t cap;
+    char *a;
+
+    if (n <= ks->arena_cap - ks->arena_len)
+        return 0;
+    cap = ks->arena_cap ? ks->arena_cap : 4096;
+    while (n > cap - ks->arena_len) {
+        if (cap > SIZE_MAX / 2)
+            return -ENOMEM;
+        cap *= 2;
+    }
+    a = realloc(ks->arena, cap);
+    if (!a)
+        return -ENOMEM;
+    ks->arena = a;
+    ks->arena_cap = cap;
+    return 0;
+}
+
 static int arena_put(const char *buf, size_t size, void *userdata)
 {
     keystore *ks = userdata;
 
-    if (size > ks->arena_cap - ks->arena_len) {
-        size_t cap = ks->arena_cap ? ks->arena_cap : 4096;
-        char *a;
-
-        while (size > cap - ks->arena_len) {
-            if (cap > SIZE_MAX / 2)
-                return -1;
-            cap *= 2;
-        }
-        a = realloc(ks->arena, cap);
-        if (!a)
-            return -1;
-        ks->arena = a;
-        ks->arena_cap = cap;
-    }
+    if (arena_reserve(ks, size) < 0)
+        return -1;
     memcpy(ks->arena + ks->arena_len, buf, size);
     ks->arena_len += size;
     return 0;
@@ -148,30 +172,131 @@ static int arena_put(const char *buf, size_t size, void *userdata)
 
 static int arena_puts(keystore *ks, const char *s)
 {
-    return arena_put(s, strlen(s), ks);
+    return arena_put(s, strlen(s), ks) < 0 ? -ENOMEM : 0;
 }
 
-static int arena_dump(keystore *ks, const json_t *v)
+/* A JSON string literal. jansson keeps strings as valid UTF-8, so only '"', '\\' and
+ * control characters need escaping; runs of other bytes are copied as they are. */
+static int put_string(keystore *ks, const char *s, size_t n)
 {
-    return json_dump_callback(v, arena_put, ks, JSON_COMPACT | JSON_ENCODE_ANY);
+    static const char hex[] = "0123456789abcdef";
+    size_t run = 0;
+
+    if (arena_put("\"", 1, ks) < 0)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        char esc[6] = {'\\', 'u', '0', '0', '0', '0'};
+        size_t esc_len = 6;
+
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if (c == '"' || c == '\\' || c == '\n' || c == '\t' || c == '\r') {
+            esc[1] = c == '\n' ? 'n' : c == '\t' ? 't' : c == '\r' ? 'r' : (char)c;
+            esc_len = 2;
+        } else {
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 0xf];
+        }
+        if (arena_put(s + run, i - run, ks) < 0 || arena_put(esc, esc_len, ks) < 0)
+            return -ENOMEM;
+        run = i + 1;
+    }
+    if (arena_put(s + run, n - run, ks) < 0 || arena_put("\"", 1, ks) < 0)
+        return -ENOMEM;
+    return 0;
+}
+
+/* jansson's parser stops at this depth too; a deeper tree can only come from code. */
+#define MAX_DEPTH 2048
+
+/* Compact JSON for v. Written here rather than with json_dumps(), which costs a few mallocs
+ * and snprintf()s per value: that alone would double the build time of a million keys. */
+static int put_value(keystore *ks, const json_t *v, unsigned depth)
+{
+    char num[32];
+    size_t i;
+    int r;
+
+    if (depth > MAX_DEPTH)
+        return -ELOOP;
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        const char *name;
+        json_t *member;
+        bool first = true;
+
+        if (arena_puts(ks, "{") < 0)
+            return -ENOMEM;
+        json_object_foreach((json_t *)v, name, member)
+        {
+            if ((!first && arena_puts(ks, ",") < 0) || put_string(ks, name, strlen(name)) < 0 ||
+                arena_puts(ks, ":") < 0)
+                return -ENOMEM;
+            r = put_value(ks, member, depth + 1);
+            if (r < 0)
+                return r;
+            first = false;
+        }
+        return arena_puts(ks, "}");
+    }
+    case JSON_ARRAY:
+        if (arena_puts(ks, "[") < 0)
+            return -ENOMEM;
+        for (i = 0; i < json_array_size(v); i++) {
+            if (i > 0 && arena_puts(ks, ",") < 0)
+                return -ENOMEM;
+            r = put_value(ks, json_array_get(v, i), depth + 1);
+            if (r < 0)
+                return r;
+        }
+        return arena_puts(ks, "]");
+    case JSON_STRING:
+        return put_string(ks, json_string_value(v), json_string_length(v));
+    case JSON_INTEGER:
+        snprintf(num, sizeof(num), "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+        return arena_puts(ks, num);
+    case JSON_REAL:
+        /* Rare in metadata; jansson knows how to print a double that reads back the same. */
+        return json_dump_callback(v, arena_put, ks, JSON_COMPACT | JSON_ENCODE_ANY) < 0 ? -ENOMEM
+                                                                                        : 0;
+    case JSON_TRUE:
+        return arena_puts(ks, "true");
+    case JSON_FALSE:
+        return arena_puts(ks, "false");
+    case JSON_NULL:
+        return arena_puts(ks, "null");
+    }
+    return -EINVAL;
 }
 
 /* "key_id":…,"name":…,"metadata":…,"scopes":…,"expires_at":… (keystore.h). */
-static int render_fields(keystore *ks, keystore_key *k)
+static int render_fields(keystore *ks, keystore_key *k, const json_t *metadata,
+                         const json_t *scopes, const json_t *expires)
 {
-    const json_t *o = k->obj;
+    int r;
 
     k->fields_off = ks->arena_len;
-    if (arena_puts(ks, "\"key_id\":") < 0 || arena_dump(ks, json_object_get(o, "id")) < 0 ||
-        arena_puts(ks, ",\"name\":") < 0 || arena_dump(ks, json_object_get(o, "name")) < 0 ||
-        arena_puts(ks, ",\"metadata\":") < 0 ||
-        arena_dump(ks, json_object_get(o, "metadata")) < 0 || arena_puts(ks, ",\"scopes\":") < 0 ||
-        arena_dump(ks, json_object_get(o, "scopes")) < 0 ||
-        arena_puts(ks, ",\"expires_at\":") < 0 ||
-        arena_dump(ks, json_object_get(o, "expires_at")) < 0)
+    if (arena_puts(ks, "\"key_id\":") < 0 || put_string(ks, k->id, strlen(k->id)) < 0 ||
+        arena_puts(ks, ",\"name\":") < 0 || put_string(ks, k->name, k->name_len) < 0 ||
+        arena_puts(ks, ",\"metadata\":") < 0)
         return -ENOMEM;
+    r = put_value(ks, metadata, 0);
+    if (r < 0)
+        return r;
+    if (arena_puts(ks, ",\"scopes\":") < 0)
+        return -ENOMEM;
+    r = put_value(ks, scopes, 0);
+    if (r < 0)
+        return r;
+    if (arena_puts(ks, ",\"expires_at\":") < 0)
+        return -ENOMEM;
+    r = put_value(ks, expires, 0);
+    if (r < 0)
+        return r;
     k->fields_len = ks->arena_len - k->fields_off;
-    return 0;
+    /* NUL-terminated as well, for callers that print it with %s. */
+    return arena_put("", 1, ks) < 0 ? -ENOMEM : 0;
 }
 
 /* NEVER for null, else the parsed time; -EINVAL for anything else. */
@@ -186,32 +311,59 @@ static int parse_expiry(const json_t *v, int64_t *ret)
     return timeutil_parse_rfc3339(json_string_value(v), false, ret);
 }
 
-/* The keystore relies on keydoc_validate(), but never trusts it to the point of crashing:
- * anything it reads is type-checked again here. */
-static int build_key(keystore *ks, size_t i, size_t *scope_pos, size_t *secret_pos, char **reterr)
+/* Grows *array (of elem-sized entries, *cap of them) to hold at least need entries. */
+static int grow(void **array, size_t *cap, size_t need, size_t elem)
 {
-    const json_t *o = json_array_get(json_object_get(ks->doc, "keys"), i);
+    size_t n = *cap ? *cap : 64;
+    void *p;
+
+    if (need <= *cap)
+        return 0;
+    while (n < need) {
+        if (n > SIZE_MAX / 2 / elem)
+            return -ENOMEM;
+        n *= 2;
+    }
+    p = realloc(*array, n * elem);
+    if (!p)
+        return -ENOMEM;
+    *array = p;
+    *cap = n;
+    return 0;
+}
+
+/* The keystore relies on keydoc_validate(), but never trusts it to the point of crashing:
+ * anything it reads is type-checked again here. One pass over the document: with a million
+ * keys it does not fit any cache, and every extra pass costs as much as the build. */
+static int build_key(keystore *ks, const json_t *o, size_t i, char **reterr)
+{
     const json_t *scopes = json_object_get(o, "scopes"), *secrets = json_object_get(o, "secrets");
     const json_t *id = json_object_get(o, "id"), *name = json_object_get(o, "name");
     const json_t *disabled = json_object_get(o, "disabled");
+    const json_t *metadata = json_object_get(o, "metadata");
+    const json_t *expires = json_object_get(o, "expires_at");
     keystore_key *k = &ks->keys[i];
-    size_t j;
+    size_t j, n_scopes = json_array_size(scopes), n_secrets = json_array_size(secrets);
+    int r;
 
     if (!json_is_string(id) || !ids_is_key_id(json_string_value(id)) || !json_is_string(name) ||
-        !json_is_object(json_object_get(o, "metadata")) || !json_is_array(scopes) ||
-        !json_is_boolean(disabled) || !json_is_array(secrets) || json_array_size(secrets) == 0 ||
-        parse_expiry(json_object_get(o, "expires_at"), &k->expires_at) < 0)
+        !json_is_object(metadata) || !json_is_array(scopes) || !json_is_boolean(disabled) ||
+        n_secrets == 0 || parse_expiry(expires, &k->expires_at) < 0)
         return fail(reterr, "keys[%zu]: not a valid key (document not validated)", i);
 
     k->obj = o;
     k->id = json_string_value(id);
     k->name = json_string_value(name);
+    k->name_len = json_string_length(name);
     k->disabled = json_is_true(disabled);
-    k->scopes = ks->scopes + *scope_pos;
-    k->n_scopes = json_array_size(scopes);
-    for (j = 0; j < k->n_scopes; j++) {
+
+    if (grow((void **)&ks->scopes, &ks->scopes_cap, ks->n_scopes + n_scopes, sizeof(scope_ent)) < 0)
+        return -ENOMEM;
+    k->scopes_off = ks->n_scopes;
+    k->n_scopes = n_scopes;
+    for (j = 0; j < n_scopes; j++) {
         const json_t *s = json_array_get(scopes, j);
-        scope_ent *e = &ks->scopes[(*scope_pos)++];
+        scope_ent *e = &ks->scopes[ks->n_scopes++];
 
         if (!json_is_string(s) || json_string_length(s) == 0)
             return fail(reterr, "keys[%zu] (%s): scopes[%zu]: not a non-empty string", i, k->id, j);
@@ -221,42 +373,58 @@ static int build_key(keystore *ks, size_t i, size_t *scope_pos, size_t *secret_p
                       (e->len >= 2 && e->s[e->len - 2] == '.' && e->s[e->len - 1] == '*');
     }
 
-    for (j = 0; j < json_array_size(secrets); j++) {
+    /* Indexes are 32-bit to keep the tables small; EMPTY_INDEX is reserved. */
+    if (n_secrets >= EMPTY_INDEX - ks->n_secrets)
+        return -ENOMEM;
+    if (grow((void **)&ks->secrets, &ks->secrets_cap, ks->n_secrets + n_secrets,
+             sizeof(secret_ent)) < 0)
+        return -ENOMEM;
+    for (j = 0; j < n_secrets; j++) {
         const json_t *s = json_array_get(secrets, j);
-        secret_ent *e = &ks->secrets[*secret_pos];
+        secret_ent *e = &ks->secrets[ks->n_secrets];
 
         if (secret_unhex(json_string_value(json_object_get(s, "sha256")), e->digest) < 0 ||
             parse_expiry(json_object_get(s, "expires_at"), &e->expires_at) < 0)
             return fail(reterr, "keys[%zu] (%s): secrets[%zu]: not a valid secret", i, k->id, j);
         e->key = (uint32_t)i;
-        (*secret_pos)++;
+        ks->n_secrets++;
     }
-    return render_fields(ks, k);
+
+    r = render_fields(ks, k, metadata, scopes, expires);
+    if (r == -ELOOP)
+        return fail(reterr, "keys[%zu] (%s): metadata: nested too deeply", i, k->id);
+    return r;
 }
 
 static int index_key(keystore *ks, size_t i, char **reterr)
 {
     const char *id = ks->keys[i].id;
-    size_t slot = (size_t)fnv1a(id) & ks->id_mask;
+    uint64_t h = fnv1a(id);
+    size_t slot = (size_t)h & ks->id_mask;
 
     for (; ks->by_id[slot] != EMPTY; slot = (slot + 1) & ks->id_mask)
-        if (strcmp(ks->keys[ks->by_id[slot]].id, id) == 0)
+        if (SLOT_TAG(ks->by_id[slot]) == (uint32_t)(h >> 32) &&
+            strcmp(ks->keys[SLOT_INDEX(ks->by_id[slot])].id, id) == 0)
             return fail(reterr, "keys[%zu] (%s): duplicate id (also keys[%u])", i, id,
-                        ks->by_id[slot]);
-    ks->by_id[slot] = (uint32_t)i;
+                        SLOT_INDEX(ks->by_id[slot]));
+    ks->by_id[slot] = SLOT(h >> 32, i);
     return 0;
 }
 
 static int index_secret(keystore *ks, size_t i, char **reterr)
 {
     const secret_ent *e = &ks->secrets[i];
+    uint32_t tag = digest_tag(e->digest);
     size_t slot = (size_t)digest_hash(e->digest) & ks->digest_mask;
 
-    for (; ks->by_digest[slot] != EMPTY; slot = (slot + 1) & ks->digest_mask)
-        if (secret_digest_equal(ks->secrets[ks->by_digest[slot]].digest, e->digest))
+    for (; ks->by_digest[slot] != EMPTY; slot = (slot + 1) & ks->digest_mask) {
+        const secret_ent *other = &ks->secrets[SLOT_INDEX(ks->by_digest[slot])];
+
+        if (SLOT_TAG(ks->by_digest[slot]) == tag && secret_digest_equal(other->digest, e->digest))
             return fail(reterr, "keys[%u] (%s): duplicate secret (also %s)", e->key,
-                        ks->keys[e->key].id, ks->keys[ks->secrets[ks->by_digest[slot]].key].id);
-    ks->by_digest[slot] = (uint32_t)i;
+                        ks->keys[e->key].id, ks->keys[other->key].id);
+    }
+    ks->by_digest[slot] = SLOT(tag, i);
     return 0;
 }
 
@@ -264,7 +432,7 @@ int keystore_new(json_t *doc, uint64_t generation, keystore **ret, char **reterr
 {
     _cleanup_(keystore_freep) keystore *ks = NULL;
     const json_t *keys = json_object_get(doc, "keys");
-    size_t i, scope_pos = 0, secret_pos = 0;
+    size_t i;
     int r;
 
     if (!json_is_array(keys))
@@ -276,46 +444,40 @@ int keystore_new(json_t *doc, uint64_t generation, keystore **ret, char **reterr
     ks->doc = json_incref(doc);
 
     ks->n_keys = json_array_size(keys);
-    for (i = 0; i < ks->n_keys; i++) {
-        const json_t *o = json_array_get(keys, i);
-        ks->n_scopes += json_array_size(json_object_get(o, "scopes"));
-        ks->n_secrets += json_array_size(json_object_get(o, "secrets"));
-    }
-    /* Indexes are 32-bit to keep the tables small; EMPTY is reserved. */
-    if (ks->n_keys >= EMPTY || ks->n_secrets >= EMPTY)
+    if (ks->n_keys >= EMPTY_INDEX)
         return -ENOMEM;
-
     ks->keys = calloc(ks->n_keys ? ks->n_keys : 1, sizeof(keystore_key));
-    ks->secrets = calloc(ks->n_secrets ? ks->n_secrets : 1, sizeof(secret_ent));
-    ks->scopes = calloc(ks->n_scopes ? ks->n_scopes : 1, sizeof(scope_ent));
     ks->by_id = table_new(ks->n_keys, &ks->id_mask);
-    ks->by_digest = table_new(ks->n_secrets, &ks->digest_mask);
-    if (!ks->keys || !ks->secrets || !ks->scopes || !ks->by_id || !ks->by_digest)
+    if (!ks->keys || !ks->by_id)
         return -ENOMEM;
-    /* A rough guess at the rendered size saves most of the doublings. */
-    if (ks->n_keys > 0 && ks->n_keys < SIZE_MAX / 256) {
-        ks->arena = malloc(ks->n_keys * 160);
-        if (!ks->arena)
-            return -ENOMEM;
-        ks->arena_cap = ks->n_keys * 160;
-    }
+    /* Rough guesses at the totals save most of the doublings. */
+    if (grow((void **)&ks->secrets, &ks->secrets_cap, ks->n_keys, sizeof(secret_ent)) < 0 ||
+        grow((void **)&ks->scopes, &ks->scopes_cap, ks->n_keys, sizeof(scope_ent)) < 0 ||
+        (ks->n_keys < SIZE_MAX / 256 && arena_reserve(ks, ks->n_keys * 128) < 0))
+        return -ENOMEM;
 
     for (i = 0; i < ks->n_keys; i++) {
-        r = build_key(ks, i, &scope_pos, &secret_pos, reterr);
+        r = build_key(ks, json_array_get(keys, i), i, reterr);
         if (r < 0)
             return r;
         r = index_key(ks, i, reterr);
         if (r < 0)
             return r;
     }
+
+    ks->by_digest = table_new(ks->n_secrets, &ks->digest_mask);
+    if (!ks->by_digest)
+        return -ENOMEM;
     for (i = 0; i < ks->n_secrets; i++) {
         r = index_secret(ks, i, reterr);
         if (r < 0)
             return r;
     }
-    /* The arena has stopped moving: turn offsets into pointers. */
-    for (i = 0; i < ks->n_keys; i++)
+    /* The arrays have stopped moving: turn offsets into pointers. */
+    for (i = 0; i < ks->n_keys; i++) {
         ks->keys[i].fields = ks->arena + ks->keys[i].fields_off;
+        ks->keys[i].scopes = ks->scopes + ks->keys[i].scopes_off;
+    }
 
     *ret = TAKE_PTR(ks);
     return 0;
@@ -362,14 +524,21 @@ const json_t *keystore_document(const keystore *ks)
 
 static const secret_ent *find_secret(const keystore *ks, const uint8_t d[SECRET_DIGEST_LEN])
 {
+    uint32_t tag = digest_tag(d);
     size_t slot;
 
     if (!ks || !ks->by_digest)
         return NULL;
     slot = (size_t)digest_hash(d) & ks->digest_mask;
-    for (; ks->by_digest[slot] != EMPTY; slot = (slot + 1) & ks->digest_mask)
-        if (secret_digest_equal(ks->secrets[ks->by_digest[slot]].digest, d))
-            return &ks->secrets[ks->by_digest[slot]];
+    /* The tag test is not constant-time, like the slot choice: both only tell which bits
+     * of SHA-256(presented key) some stored digest shares, which says nothing about a
+     * secret. The comparison that decides is the constant-time one. */
+    for (; ks->by_digest[slot] != EMPTY; slot = (slot + 1) & ks->digest_mask) {
+        const secret_ent *e = &ks->secrets[SLOT_INDEX(ks->by_digest[slot])];
+
+        if (SLOT_TAG(ks->by_digest[slot]) == tag && secret_digest_equal(e->digest, d))
+            return e;
+    }
     return NULL;
 }
 
@@ -408,12 +577,18 @@ const keystore_key *keystore_get(const keystore *ks, const char *id)
 {
     size_t slot;
 
+    uint64_t h;
+
     if (!ks || !ks->by_id || !id)
         return NULL;
-    slot = (size_t)fnv1a(id) & ks->id_mask;
-    for (; ks->by_id[slot] != EMPTY; slot = (slot + 1) & ks->id_mask)
-        if (strcmp(ks->keys[ks->by_id[slot]].id, id) == 0)
-            return &ks->keys[ks->by_id[slot]];
+    h = fnv1a(id);
+    slot = (size_t)h & ks->id_mask;
+    for (; ks->by_id[slot] != EMPTY; slot = (slot + 1) & ks->id_mask) {
+        const keystore_key *k = &ks->keys[SLOT_INDEX(ks->by_id[slot])];
+
+        if (SLOT_TAG(ks->by_id[slot]) == (uint32_t)(h >> 32) && strcmp(k->id, id) == 0)
+            return k;
+    }
     return NULL;
 }
 
@@ -457,4 +632,9 @@ bool keystore_scope_allows(const keystore_key *k, const char *scope)
             return true;
     }
     return false;
+}
+
+size_t keystore_key_index(const keystore *ks, const keystore_key *k)
+{
+    return (size_t)(k - ks->keys);
 }

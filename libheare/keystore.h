@@ -58,13 +58,17 @@ const keystore_key *keystore_get(const keystore *ks, const char *id);
 /* Key number i in document order, i < keystore_size() (borrowed). */
 const keystore_key *keystore_at(const keystore *ks, size_t i);
 
+/* The position of k (a key of ks) in document order: keystore_at(ks, i) == k. */
+size_t keystore_key_index(const keystore *ks, const keystore_key *k);
+
 const char *keystore_key_id(const keystore_key *k);
 const char *keystore_key_name(const keystore_key *k);
 /* The key's object in the document (borrowed), for rendering metadata and the Key type. */
 const json_t *keystore_key_object(const keystore_key *k);
 /* Pre-rendered JSON members for a Verify reply, without braces:
  * "key_id":"…","name":"…","metadata":{…},"scopes":[…],"expires_at":null|"…"
- * Built once with the keystore so the verify path never serializes. */
+ * Built once with the keystore so the verify path never serializes. NUL-terminated;
+ * *ret_len (ret_len may be NULL) gets the length without the NUL. */
 const char *keystore_key_verify_fields(const keystore_key *k, size_t *ret_len);
 
 /* True if the key's scopes allow scope: exact match, or a key scope "a.b.*" covering any

@@ -1,0 +1,140 @@
+/* keystate: per-key usage counters and token buckets that outlive keystore swaps, and the
+ * per-peer failed-attempt throttle. */
+#include <stdlib.h>
+
+#include "keystate.h"
+
+struct keystate {
+    _Atomic uint64_t verifications;
+    _Atomic int64_t last_used_at;
+    unsigned refs; /* store thread only */
+    atomic_flag lock; /* guards the bucket below */
+    int64_t per_second, burst;
+    double tokens;
+    uint64_t refilled_ns;
+};
+
+keystate *keystate_new(void)
+{
+    keystate *s = calloc(1, sizeof(*s));
+    if (s)
+        atomic_flag_clear(&s->lock);
+    return s;
+}
+
+void keystate_ref(keystate *s)
+{
+    s->refs++;
+}
+
+void keystate_unref(keystate *s)
+{
+    if (s && --s->refs == 0)
+        free(s);
+}
+
+static void lock(keystate *s)
+{
+    while (atomic_flag_test_and_set_explicit(&s->lock, memory_order_acquire))
+        ;
+}
+
+static void unlock(keystate *s)
+{
+    atomic_flag_clear_explicit(&s->lock, memory_order_release);
+}
+
+void keystate_set_limit(keystate *s, int64_t per_second, int64_t burst)
+{
+    lock(s);
+    if (s->per_second != per_second || s->burst != burst) {
+        s->per_second = per_second;
+        s->burst = burst;
+        s->tokens = (double)burst;
+        s->refilled_ns = 0;
+    }
+    unlock(s);
+}
+
+void keystate_count(keystate *s, bool valid, int64_t now)
+{
+    atomic_fetch_add_explicit(&s->verifications, 1, memory_order_relaxed);
+    if (valid)
+        atomic_store_explicit(&s->last_used_at, now, memory_order_relaxed);
+}
+
+uint64_t keystate_verifications(const keystate *s)
+{
+    return atomic_load_explicit(&((keystate *)s)->verifications, memory_order_relaxed);
+}
+
+int64_t keystate_last_used_at(const keystate *s)
+{
+    return atomic_load_explicit(&((keystate *)s)->last_used_at, memory_order_relaxed);
+}
+
+bool keystate_take(keystate *s, uint64_t now_ns, int64_t *ret_retry_ms)
+{
+    bool ok;
+    lock(s);
+    if (s->per_second <= 0) {
+        unlock(s);
+        return true;
+    }
+    if (s->refilled_ns != 0 && now_ns > s->refilled_ns) {
+        s->tokens += (double)(now_ns - s->refilled_ns) * (double)s->per_second / 1e9;
+        if (s->tokens > (double)s->burst)
+            s->tokens = (double)s->burst;
+    }
+    s->refilled_ns = now_ns;
+    ok = s->tokens >= 1.0;
+    if (ok)
+        s->tokens -= 1.0;
+    else {
+        double wait_ms = (1.0 - s->tokens) * 1000.0 / (double)s->per_second;
+        *ret_retry_ms = wait_ms < 1.0 ? 1 : (int64_t)(wait_ms + 0.999);
+    }
+    unlock(s);
+    return ok;
+}
+
+/* The throttle: a fixed table indexed by uid. Two uids sharing a slot share its count
+ * only until one of them fails in a new minute: approximate, bounded, and lock-free to
+ * read on the verify path. */
+#define THROTTLE_SLOTS 1024
+
+typedef struct slot {
+    _Atomic uint64_t tag; /* uid << 32 | minute (low 32 bits) */
+    _Atomic uint64_t failures;
+} slot;
+
+static slot g_slots[THROTTLE_SLOTS];
+
+static uint64_t tag_of(uid_t uid, int64_t now_ms)
+{
+    return ((uint64_t)uid << 32) | (uint32_t)(now_ms / 60000);
+}
+
+bool throttle_check(uid_t uid, int64_t max, int64_t now_ms, int64_t *ret_retry_ms)
+{
+    slot *s = &g_slots[uid % THROTTLE_SLOTS];
+    if (max <= 0 || atomic_load_explicit(&s->tag, memory_order_relaxed) != tag_of(uid, now_ms))
+        return false;
+    if (atomic_load_explicit(&s->failures, memory_order_relaxed) <= (uint64_t)max)
+        return false;
+    *ret_retry_ms = 60000 - now_ms % 60000;
+    return true;
+}
+
+void throttle_failed(uid_t uid, int64_t now_ms)
+{
+    slot *s = &g_slots[uid % THROTTLE_SLOTS];
+    uint64_t tag = tag_of(uid, now_ms);
+    uint64_t old = atomic_load_explicit(&s->tag, memory_order_relaxed);
+    /* A new minute (or another uid) starts the slot over; the CAS lets one thread win. */
+    if (old != tag && atomic_compare_exchange_strong(&s->tag, &old, tag)) {
+        atomic_store_explicit(&s->failures, 1, memory_order_relaxed);
+        return;
+    }
+    atomic_fetch_add_explicit(&s->failures, 1, memory_order_relaxed);
+}
