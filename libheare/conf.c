@@ -76,7 +76,7 @@ static const conf_key_info keys[] = {
     {"metrics-prefix", "heare-auth", NULL, "prefix of the pushed metric names", false},
     {"metrics-interval", "10s", NULL, "how often metrics are pushed", false},
     {"max-failures-per-minute", "600", NULL,
-     "failed verifies a peer may make per minute before it is throttled", false},
+     "failed verifies a peer may make per minute before it is throttled", true},
     {"idle-timeout", "60s", NULL, "idle connections are closed after this", true},
     {"threads", "number of CPUs", NULL, "worker threads, 1 to 256", true},
 };

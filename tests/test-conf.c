@@ -57,6 +57,7 @@ static void test_keys_table(void)
         "store",        "poll-interval", "cache",        "verify-socket",
         "admin-socket", "admin-users",   "admin-groups", "log-format",
         "log-level",    "log-verify",    "idle-timeout", "threads",
+        "max-failures-per-minute",
     };
     size_t n;
     const conf_key_info *k = conf_keys(&n);
@@ -331,10 +332,14 @@ static void test_inactive(void)
     CHECK_INT(conf_set(&c, "http-listen", "127.0.0.1:8080", &err), 0);
     CHECK_INT(c.inactive_set, UINT64_C(1) << key_index("http-listen"));
     CHECK_STR(c.http_listen, "127.0.0.1:8080");
+    CHECK_INT(conf_set(&c, "metrics-interval", "10s", &err), 0);
+    CHECK_INT(c.metrics_interval_ms, 10000);
+    CHECK_INT(c.inactive_set, (UINT64_C(1) << key_index("http-listen")) |
+                                  (UINT64_C(1) << key_index("metrics-interval")));
+    /* An active key sets no bit. */
     CHECK_INT(conf_set(&c, "max-failures-per-minute", "10", &err), 0);
     CHECK_INT(c.max_failures_per_minute, 10);
-    CHECK_INT(c.inactive_set, (UINT64_C(1) << key_index("http-listen")) |
-                                  (UINT64_C(1) << key_index("max-failures-per-minute")));
+    CHECK(!(c.inactive_set & (UINT64_C(1) << key_index("max-failures-per-minute"))));
     /* A bad value for an inactive key is still an error, and sets no bit. */
     CHECK_INT(conf_set(&c, "s3-sse", "bogus", &err), -EINVAL);
     CHECK(!(c.inactive_set & (UINT64_C(1) << key_index("s3-sse"))));
@@ -636,7 +641,7 @@ static void test_dump(void)
     CHECK(check_contains(dump, "s3-addressing = virtual  # not active yet\n"));
     CHECK(check_contains(dump, "http-listen =  # not active yet\n"));
     CHECK(check_contains(dump, "metrics-secret =  # not active yet\n"));
-    CHECK(check_contains(dump, "max-failures-per-minute = 600  # not active yet\n"));
+    CHECK(check_contains(dump, "max-failures-per-minute = 600\n"));
     CHECK(!check_contains(dump, "(set)"));
     CHECK(!check_contains(dump, " \n"));
     /* Keys come in table order, one line each. */
