@@ -97,6 +97,9 @@ typedef struct listen_fd {
 int server_start(const conf *c, const listen_fd *listeners, size_t n_listeners);
 /* Asks every loop to stop accepting, drain (at most 5 s) and return. Thread-safe. */
 void server_stop(void);
+/* Wakes every running loop so that each reports an RCU quiescent state now: a grace period
+ * then takes microseconds, not a loop timeout. Thread-safe. */
+void server_wake_all(void);
 /* Joins the loops. Returns false if some admin call was still with the store thread. */
 bool server_wait(void);
 /* Frees the loops; only after server_wait() returned true and the store thread stopped. */

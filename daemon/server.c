@@ -49,6 +49,8 @@ struct worker {
     h2o_multithread_receiver_t jobs_receiver;
     h2o_multithread_receiver_t stop_receiver;
     h2o_multithread_message_t stop_message;
+    h2o_multithread_receiver_t wake_receiver;
+    atomic_bool exited;
     listener *listeners;
     size_t n_listeners;
     h2o_timeout_t idle_timeout;
@@ -640,6 +642,28 @@ static void on_stop(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messag
     close_idle_conns(w);
 }
 
+/* A wake-up only makes the loop finish its iteration, and so report a quiescent state. */
+static void on_wake(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *m =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_linklist_unlink(&m->link);
+        free(m);
+    }
+}
+
+void server_wake_all(void)
+{
+    for (size_t i = 0; i < g_n_workers; i++) {
+        if (atomic_load(&g_workers[i].exited))
+            continue;
+        h2o_multithread_message_t *m = calloc(1, sizeof(*m));
+        if (m)
+            h2o_multithread_send_message(&g_workers[i].wake_receiver, m);
+    }
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
@@ -661,6 +685,7 @@ static void *worker_main(void *arg)
         }
     }
     rcu_unregister_thread();
+    atomic_store(&w->exited, true);
     return NULL;
 }
 
@@ -673,6 +698,7 @@ static int worker_init(worker *w, unsigned idx, const listen_fd *lfds, size_t n)
     w->queue = h2o_multithread_create_queue(w->loop);
     h2o_multithread_register_receiver(w->queue, &w->jobs_receiver, on_jobs_done);
     h2o_multithread_register_receiver(w->queue, &w->stop_receiver, on_stop);
+    h2o_multithread_register_receiver(w->queue, &w->wake_receiver, on_wake);
     h2o_timeout_init(w->loop, &w->idle_timeout, (uint64_t)g_conf->idle_timeout_ms);
     h2o_linklist_init_anchor(&w->conns);
     w->listeners = calloc(n, sizeof(*w->listeners));
@@ -740,6 +766,7 @@ void server_free(void)
             continue;
         h2o_multithread_unregister_receiver(w->queue, &w->jobs_receiver);
         h2o_multithread_unregister_receiver(w->queue, &w->stop_receiver);
+        h2o_multithread_unregister_receiver(w->queue, &w->wake_receiver);
         h2o_multithread_destroy_queue(w->queue);
         h2o_timeout_dispose(w->loop, &w->idle_timeout);
         free(w->listeners);

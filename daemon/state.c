@@ -172,6 +172,7 @@ static void retire(snapshot *old)
 {
     if (!old)
         return;
+    server_wake_all();
     synchronize_rcu();
     snapshot_free(old);
 }
