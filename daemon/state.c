@@ -191,23 +191,31 @@ static void write_cache(const json_t *doc)
                     err ? err : strerror(-r));
 }
 
+/* A store read that gave no new keystore: keep serving what we have, and say why in
+ * GetHealth and the log. what (may be NULL) prefixes the reason with the store's URL.
+ * Returns r. */
+static int load_failed(int r, const char *what, const char *reason)
+{
+    _cleanup_free_ char *msg = NULL;
+    if (!reason)
+        reason = strerror(-r);
+    if (what && asprintf(&msg, "%s: %s: %s", store_url(g_store), what, reason) < 0)
+        return -ENOMEM;
+    set_error(msg ? msg : reason);
+    log_event(LOG_WARNING,
+              &(log_fields){.event = "store_load_failed", .peer_uid = -1, .peer_pid = -1}, "%s",
+              msg ? msg : reason);
+    return r;
+}
+
 /* Builds a keystore from doc and publishes it; returns the retired one in *ret_old. */
 static int install(json_t *doc, bool from_cache, const char *why, snapshot **ret_old)
 {
     _cleanup_free_ char *err = NULL;
     keystore *ks = NULL;
     int r = keystore_new(doc, g_generation + 1, &ks, &err);
-    if (r < 0) {
-        _cleanup_free_ char *msg = NULL;
-        if (asprintf(&msg, "%s: document rejected: %s", store_url(g_store),
-                     err ? err : strerror(-r)) < 0)
-            return -ENOMEM;
-        set_error(msg);
-        log_event(LOG_WARNING, &(log_fields){.event = "store_load_failed", .peer_uid = -1,
-                                             .peer_pid = -1},
-                  "%s", msg);
-        return r;
-    }
+    if (r < 0)
+        return load_failed(r, "document rejected", err);
     size_t n = keystore_size(ks);
     snapshot *snap = snapshot_new(ks, g_snap);
     if (!snap)
@@ -245,30 +253,16 @@ static int reload(bool force, snapshot **ret_old)
         }
         return 0;
     }
-    if (r < 0) {
-        set_error(err ? err : strerror(-r));
-        log_event(LOG_WARNING,
-                  &(log_fields){.event = "store_load_failed", .peer_uid = -1, .peer_pid = -1},
-                  "%s", err ? err : strerror(-r));
-        return r;
-    }
+    if (r < 0)
+        return load_failed(r, NULL, err);
     if (!buf) {
         doc = keydoc_new();
         if (!doc)
             return -ENOMEM;
     } else {
         r = keydoc_parse(buf, len, &doc, &was_v1, &err);
-        if (r < 0) {
-            _cleanup_free_ char *msg = NULL;
-            if (asprintf(&msg, "%s: document rejected: %s", store_url(g_store),
-                         err ? err : strerror(-r)) < 0)
-                return -ENOMEM;
-            set_error(msg);
-            log_event(LOG_WARNING,
-                      &(log_fields){.event = "store_load_failed", .peer_uid = -1, .peer_pid = -1},
-                      "%s", msg);
-            return r;
-        }
+        if (r < 0)
+            return load_failed(r, "document rejected", err);
     }
     r = install(doc, false, NULL, ret_old);
     if (r < 0)
