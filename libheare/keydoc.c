@@ -120,10 +120,9 @@ static bool check_secret(const json_t *s, size_t j, complaint *c)
         return complain(c, "missing", "secrets[%zu].created_at", j);
     if (!is_time(v))
         return complain(c, "not an RFC 3339 time", "secrets[%zu].created_at", j);
+    /* Nullable members may also be absent, which means null. */
     v = json_object_get(s, "expires_at");
-    if (!v)
-        return complain(c, "missing", "secrets[%zu].expires_at", j);
-    if (!json_is_null(v) && !is_time(v))
+    if (v && !json_is_null(v) && !is_time(v))
         return complain(c, "not null or an RFC 3339 time", "secrets[%zu].expires_at", j);
     return true;
 }
@@ -181,10 +180,9 @@ static bool check_key(const json_t *key, complaint *c)
             return complain(c, "not printable ASCII without spaces", "scopes[%zu]", j);
     }
 
+    /* Nullable members may also be absent, which means null. */
     v = json_object_get(key, "expires_at");
-    if (!v)
-        return complain(c, "missing", "expires_at");
-    if (!json_is_null(v) && !is_time(v))
+    if (v && !json_is_null(v) && !is_time(v))
         return complain(c, "not null or an RFC 3339 time", "expires_at");
 
     v = json_object_get(key, "disabled");
@@ -194,9 +192,7 @@ static bool check_key(const json_t *key, complaint *c)
         return complain(c, "not a boolean", "disabled");
 
     v = json_object_get(key, "rate_limit");
-    if (!v)
-        return complain(c, "missing", "rate_limit");
-    if (!json_is_null(v)) {
+    if (v && !json_is_null(v)) {
         if (!json_is_object(v))
             return complain(c, "not null or an object", "rate_limit");
         if (!check_rate_value(v, "per_second", c) || !check_rate_value(v, "burst", c))

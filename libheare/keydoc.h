@@ -29,8 +29,9 @@ json_t *keydoc_new(void);
  * RFC 3339 "created_at", object "metadata", array of non-empty strings "scopes",
  * "expires_at" null or RFC 3339, bool "disabled", "rate_limit" null or {"per_second",
  * "burst"} positive integers, and a non-empty "secrets" array of {"sha256" (64 lowercase
- * hex, unique across the document), "created_at", "expires_at"}. Returns 0 or -EBADMSG
- * with *reterr as for keydoc_parse. */
+ * hex, unique across the document), "created_at", "expires_at"}. The nullable members
+ * ("expires_at" of a key or a secret, "rate_limit") may be absent, which means null; they
+ * are not added. Returns 0 or -EBADMSG with *reterr as for keydoc_parse. */
 int keydoc_validate(const json_t *doc, char **reterr);
 
 /* Serializes doc (key order preserved, 2-space indent, trailing newline). *ret_buf is

@@ -220,6 +220,8 @@ static int put_value(keystore *ks, const json_t *v, unsigned depth)
 
     if (depth > MAX_DEPTH)
         return -ELOOP;
+    if (!v) /* an absent nullable member */
+        return arena_puts(ks, "null");
     switch (json_typeof(v)) {
     case JSON_OBJECT: {
         const char *name;
@@ -299,10 +301,10 @@ static int render_fields(keystore *ks, keystore_key *k, const json_t *metadata,
     return arena_put("", 1, ks) < 0 ? -ENOMEM : 0;
 }
 
-/* NEVER for null, else the parsed time; -EINVAL for anything else. */
+/* NEVER for null or absent, else the parsed time; -EINVAL for anything else. */
 static int parse_expiry(const json_t *v, int64_t *ret)
 {
-    if (json_is_null(v)) {
+    if (!v || json_is_null(v)) {
         *ret = NEVER;
         return 0;
     }

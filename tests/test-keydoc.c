@@ -266,6 +266,23 @@ static void test_unknown_members(void)
     CHECK_STR(out, V2_UNKNOWN);
 }
 
+/* Nullable members ("expires_at" of a key or a secret, "rate_limit") may be left out: that
+ * means null, and the document is written back without them. */
+static void test_absent_nullable(void)
+{
+    static const char text[] =
+        "{\n  \"version\": 2,\n  \"keys\": [\n    {\n      \"id\": \"key_A\",\n      \"name\": "
+        "\"A\",\n      \"created_at\": \"2025-10-28T16:45:18Z\",\n      \"metadata\": {},\n      "
+        "\"scopes\": [],\n      \"disabled\": false,\n      \"secrets\": [\n        {\n          "
+        "\"sha256\": " SHA_A
+        ",\n          \"created_at\": \"2025-10-28T16:45:18Z\"\n        }\n      "
+        "]\n    }\n  ]\n}\n";
+    _cleanup_json_ json_t *doc = parse_ok(text, false);
+    _cleanup_free_ char *out = dump(doc);
+
+    CHECK_STR(out, text);
+}
+
 static void test_new_and_validate(void)
 {
     _cleanup_json_ json_t *doc = keydoc_new();
@@ -292,6 +309,7 @@ typedef struct bad_case {
     const char *want; /* substring of the error message */
 } bad_case;
 
+/* 257 bytes: one over KEYDOC_NAME_MAX (with its quotes). */
 #define NAME_257                                                                                   \
     "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"           \
     "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"             \
@@ -398,8 +416,24 @@ static const bad_case bad_cases[] = {
             "[{\"sha256\":" SHA_A ",\"created_at\":\"x\",\"expires_at\":null}]")),
      "secrets[0].created_at: not an RFC 3339 time"},
     {V2(KEY(ID_A, "\"A\"", T0, "{}", "[]", "null", "false", "null",
-            "[{\"sha256\":" SHA_A ",\"created_at\":" T0 "}]")),
-     "secrets[0].expires_at: missing"},
+            "[{\"sha256\":" SHA_A ",\"expires_at\":null}]")),
+     "secrets[0].created_at: missing"},
+    /* required members that are not nullable */
+    {V2("{\"id\":" ID_A ",\"name\":\"A\",\"metadata\":{},\"scopes\":[],\"disabled\":false,"
+        "\"secrets\":" SECRETS_A "}"),
+     "keys[0] (key_0001vDmowdgLBqEcDYe): created_at: missing"},
+    {V2("{\"id\":" ID_A ",\"name\":\"A\",\"created_at\":" T0 ",\"scopes\":[],\"disabled\":false,"
+        "\"secrets\":" SECRETS_A "}"),
+     "keys[0] (key_0001vDmowdgLBqEcDYe): metadata: missing"},
+    {V2("{\"id\":" ID_A ",\"name\":\"A\",\"created_at\":" T0 ",\"metadata\":{},\"disabled\":false,"
+        "\"secrets\":" SECRETS_A "}"),
+     "keys[0] (key_0001vDmowdgLBqEcDYe): scopes: missing"},
+    {V2("{\"id\":" ID_A ",\"name\":\"A\",\"created_at\":" T0 ",\"metadata\":{},\"scopes\":[],"
+        "\"secrets\":" SECRETS_A "}"),
+     "keys[0] (key_0001vDmowdgLBqEcDYe): disabled: missing"},
+    {V2("{\"id\":" ID_A ",\"name\":\"A\",\"created_at\":" T0 ",\"metadata\":{},\"scopes\":[],"
+        "\"disabled\":false}"),
+     "keys[0] (key_0001vDmowdgLBqEcDYe): secrets: missing"},
     {V2(KEY(ID_A, "\"A\"", T0, "{}", "[]", "null", "false", "null",
             "[{\"sha256\":" SHA_A ",\"created_at\":" T0 ",\"expires_at\":true}]")),
      "secrets[0].expires_at: not null or an RFC 3339 time"},
@@ -533,6 +567,7 @@ int main(void)
     test_v1_variants();
     test_v2_sample();
     test_unknown_members();
+    test_absent_nullable();
     test_new_and_validate();
     test_bad_documents();
     test_validate_trees();
