@@ -19,6 +19,7 @@
 #include "keyops.h"
 #include "log.h"
 #include "macro.h"
+#include "secret.h"
 #include "store.h"
 #include "timeutil.h"
 
@@ -261,6 +262,8 @@ static int reload(bool force, snapshot **ret_old)
             return -ENOMEM;
     } else {
         r = keydoc_parse(buf, len, &doc, &was_v1, &err);
+        /* A version-1 file holds plaintext secrets: none may outlive the parse. */
+        secret_wipe(buf, len);
         if (r < 0)
             return load_failed(r, "document rejected", err);
     }
