@@ -91,6 +91,7 @@ def v2_key(name, secret=None, key_id=None, **extra):
         "scopes": [],
         "expires_at": None,
         "disabled": False,
+        "rate_limit": None,
         "secrets": [{"sha256": sha256_hex(secret), "created_at": rfc3339(time.time() - 60),
                      "expires_at": None}],
     }

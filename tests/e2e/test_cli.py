@@ -424,3 +424,32 @@ def test_no_secret_in_daemon_log(daemon):
     assert new[0] not in log
     for e in daemon.events("verification_failed"):
         assert len(e.get("key_prefix", "")) <= 8, e
+
+
+def test_timeout_on_silent_daemon(tmpdir_e2e):
+    import socket as so
+    path = os.path.join(tmpdir_e2e, "silent.sock")
+    srv = so.socket(so.AF_UNIX, so.SOCK_STREAM)
+    srv.bind(path)
+    srv.listen(16)
+    try:
+        t0 = time.monotonic()
+        res = run_cli([HEARE_AUTH, "--socket", path, "--timeout", "500", "list"], timeout=20)
+        elapsed = time.monotonic() - t0
+        assert res.returncode == 3, res
+        assert elapsed < 5, elapsed
+        assert res.stderr.strip()
+    finally:
+        srv.close()
+
+
+def test_verify_output_never_echoes_the_key(daemon):
+    key_id, secret = create(daemon, "echo")
+    daemon.cli("delete", key_id, "--yes")
+    for args in (["verify", secret], ["--json", "verify", secret]):
+        res = daemon.cli(*args, socket="verify")
+        assert res.returncode == 1, res
+        assert secret not in res.stdout and secret not in res.stderr, res
+    res = daemon.cli("verify", input=secret[:-1] + "!", socket="verify")
+    assert res.returncode == 1
+    assert secret[:-1] not in res.stdout + res.stderr

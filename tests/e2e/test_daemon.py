@@ -163,7 +163,7 @@ def test_check_config_ok(tmpdir_e2e):
     assert re.search(r"^poll-interval = ", res.stdout, re.M), res.stdout
     # every key is printed
     for key in SPEC_KEYS:
-        assert re.search(r"^" + re.escape(key) + r" = ", res.stdout, re.M), (key, res.stdout)
+        assert re.search(r"^" + re.escape(key) + r" =( |$)", res.stdout, re.M), (key, res.stdout)
     # the environment overrides the file, a flag overrides both
     env_store = "file://" + os.path.join(tmpdir_e2e, "env.json")
     flag_store = "file://" + os.path.join(tmpdir_e2e, "flag.json")
@@ -316,3 +316,29 @@ def test_verbose_and_foreground_flags(make_daemon):
     d = make_daemon(extra_args=["-f", "-v"])
     assert d.health()["status"] == "healthy"
     assert d.proc.poll() is None  # never forks: the process we started is the daemon
+
+
+def test_config_file_drives_the_daemon(make_daemon):
+    d = make_daemon(start=False)
+    conf = write_conf(d.dir, f"store = {d.store_url}\ncache = {d.cache_path}\n"
+                             f"verify-socket = {d.verify_sock}\n"
+                             f"admin-socket = {d.admin_sock}\n"
+                             "poll-interval = 1s\nthreads = 2\nlog-verify = none\n")
+    d.spawn([HEARE_AUTHD, "--config", conf])
+    key, secret = d.create("from-conf")
+    assert d.verify(secret)["code"] == "VALID"
+    assert d.health()["store"] == d.store_url
+    assert d.events("verification_success") == []  # log-verify = none from the file
+    assert d.stop() == 0
+
+
+def test_sighup_with_corrupt_store_keeps_serving(make_daemon):
+    d = make_daemon(poll_interval="1h")
+    key, secret = d.create("survivor")
+    with open(d.store_path, "w") as f:
+        f.write("{garbage")
+    d.signal(signal.SIGHUP)
+    wait_for(lambda: d.health()["status"] == "degraded", 5, what="degraded after SIGHUP")
+    assert d.verify(secret)["code"] == "VALID"
+    assert d.proc.poll() is None
+    assert d.stop() == 0

@@ -214,3 +214,21 @@ def test_update_fields(daemon):
     assert r["parameters"]["parameter"] == "name"
     r = daemon.call(UPDATE, {"id": "key_0000000000000000000", "name": "x"})
     assert r.get("error") == "io.heare.AuthAdmin.KeyNotFound", r
+
+
+def test_usage_counters_and_health(daemon):
+    h0 = daemon.health()
+    key, secret = daemon.create("counted", metadata={"n": 1, "nested": {"a": [1, 2]}})
+    h1 = daemon.health()
+    assert h1["generation"] > h0["generation"]
+    assert h1["keys_loaded"] == 1
+    assert isinstance(h1["loaded_at"], str) and h1["loaded_at"].endswith("Z")
+    k = daemon.get_key(key["id"])
+    assert k["verifications"] == 0 and k.get("last_used_at") is None
+    assert k["secrets"] == 1 and k["metadata"] == {"n": 1, "nested": {"a": [1, 2]}}
+    for _ in range(3):
+        assert daemon.verify(secret)["code"] == "VALID"
+    k = daemon.get_key(key["id"])
+    assert k["verifications"] == 3
+    assert isinstance(k["last_used_at"], str) and k["last_used_at"].endswith("Z")
+    assert daemon.verify(secret)["metadata"] == {"n": 1, "nested": {"a": [1, 2]}}

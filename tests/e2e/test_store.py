@@ -297,3 +297,62 @@ def test_write_keeps_concurrent_cli_key(make_daemon):
     key, _ = d.create("by-daemon")
     names = sorted(k["name"] for k in json.loads(read_store(d))["keys"])
     assert names == ["by-cli", "by-daemon"]
+
+
+def test_v2_entry_without_optional_fields_loads(make_daemon):
+    """rate_limit and expires_at are nullable (?) members: absent means null."""
+    entry, secret = v2_key("minimal")
+    for optional in ("rate_limit", "expires_at"):
+        del entry[optional]
+    d = make_daemon(store_doc={"version": 2, "keys": [entry]})
+    d.watch(secret)
+    h = d.health()
+    assert h["status"] == "healthy", h
+    p = d.verify(secret)
+    assert p["code"] == "VALID" and p["key_id"] == entry["id"], p
+
+
+def test_store_holds_sha256_of_new_secret(make_daemon):
+    import hashlib
+    d = make_daemon()
+    key, secret = d.create("hashed")
+    doc = json.loads(read_store(d))
+    entry = next(k for k in doc["keys"] if k["id"] == key["id"])
+    assert [s["sha256"] for s in entry["secrets"]] == [hashlib.sha256(secret.encode()).hexdigest()]
+    assert entry["created_at"] == key["created_at"]
+    assert secret not in read_store(d)
+    assert not os.path.exists(d.store_path + ".tmp")
+
+
+def test_daemon_and_cli_writers_do_not_lose_keys(make_daemon):
+    import subprocess
+    import threading
+    from conftest import HEARE_AUTH
+    d = make_daemon(poll_interval="1h")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HEARE_AUTH_")}
+    procs = [subprocess.Popen([HEARE_AUTH, "--store", d.store_url, "--no-refresh", "create",
+                               "--name", f"cli-{i}"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, env=env,
+                              text=True) for i in range(10)]
+    errors = []
+
+    def varlink_writer(i):
+        try:
+            d.create(f"daemon-{i}")
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=varlink_writer, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        d.watch_output(out)
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    names = sorted(k["name"] for k in json.loads(read_store(d))["keys"])
+    assert names == sorted([f"cli-{i}" for i in range(10)] + [f"daemon-{i}" for i in range(10)])
+    ok(d.call("io.heare.AuthAdmin.Refresh", {}))
+    assert len(d.list_keys()) == 20

@@ -286,3 +286,96 @@ def test_idle_timeout(make_daemon):
             ok(busy.call(HEALTH, {}))
             time.sleep(0.5)
         ok(busy.call(HEALTH, {}))
+
+
+def test_message_split_across_writes(daemon):
+    key, secret = daemon.create("split")
+    msg = json.dumps({"method": VERIFY, "parameters": {"key": secret}}).encode() + b"\0"
+    msg2 = json.dumps({"method": HEALTH, "parameters": {}}).encode() + b"\0"
+    with daemon.connect("verify") as c:
+        for i in range(len(msg)):
+            c.send_raw(msg[i:i + 1])
+            if i % 16 == 0:
+                time.sleep(0.001)
+        assert ok(c.recv())["code"] == "VALID"
+        # the end of one message and the start of the next in one write
+        both = msg + msg2
+        cut = len(msg) + 7
+        c.send_raw(both[:cut])
+        time.sleep(0.05)
+        c.send_raw(both[cut:])
+        assert ok(c.recv())["code"] == "VALID"
+        assert "status" in ok(c.recv())
+
+
+def test_socat_line_mode(daemon):
+    key, secret = daemon.create("socat")
+    line = json.dumps({"method": VERIFY, "parameters": {"key": secret}}) + "\n"
+    res = subprocess.run(["socat", "-t", "2", "-", "UNIX-CONNECT:" + daemon.verify_sock],
+                         input=line, capture_output=True, text=True, timeout=15)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.endswith("\n") and "\0" not in res.stdout
+    p = ok(json.loads(res.stdout))
+    assert p["code"] == "VALID" and p["key_id"] == key["id"]
+
+
+def test_many_connections_and_concurrent_verifies(daemon):
+    import threading
+    keys = [daemon.create(f"conc-{i}") for i in range(5)]
+    conns = [daemon.connect("verify") for _ in range(150)]
+    try:
+        for i, c in enumerate(conns):
+            c.send(VERIFY, {"key": keys[i % 5][1]})
+        for i, c in enumerate(conns):
+            p = ok(c.recv())
+            assert p["code"] == "VALID" and p["key_id"] == keys[i % 5][0]["id"]
+    finally:
+        for c in conns:
+            c.close()
+
+    errors = []
+
+    def worker(n):
+        try:
+            with daemon.connect("verify") as c:
+                batch = b"".join(json.dumps({"method": VERIFY, "parameters": {
+                    "key": keys[(n + j) % 5][1]}}).encode() + b"\0" for j in range(50))
+                for _ in range(4):
+                    c.send_raw(batch)
+                    for j in range(50):
+                        p = ok(c.recv())
+                        if p["key_id"] != keys[(n + j) % 5][0]["id"] or p["code"] != "VALID":
+                            errors.append(p)
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(repr(e))
+
+    def writer():
+        try:
+            for i in range(10):
+                daemon.create(f"while-verifying-{i}")
+        except Exception as e:  # noqa: BLE001
+            errors.append(repr(e))
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    threads.append(threading.Thread(target=writer))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads), "verify workers hung"
+    assert errors == []
+    assert len(daemon.list_keys()) == 15
+    assert daemon.proc.poll() is None
+
+
+def test_client_gone_mid_stream(daemon):
+    for i in range(20):
+        daemon.create(f"gone-{i}")
+    for _ in range(5):
+        c = daemon.connect("admin")
+        c.send(LIST, {}, more=True)
+        c.send_raw(b"".join(json.dumps({"method": LIST, "more": True}).encode() + b"\0"
+                            for _ in range(20)))
+        c.close()  # without reading a single reply
+    assert len(daemon.list_keys()) == 20
+    assert daemon.proc.poll() is None
