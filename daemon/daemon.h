@@ -100,9 +100,11 @@ void server_stop(void);
 /* Wakes every running loop so that each reports an RCU quiescent state now: a grace period
  * then takes microseconds, not a loop timeout. Thread-safe. */
 void server_wake_all(void);
-/* Joins the loops. Returns false if some admin call was still with the store thread. */
+/* Waits until every loop has stopped serving. Returns false if some admin call was still
+ * with the store thread. */
 bool server_wait(void);
-/* Frees the loops; only after server_wait() returned true and the store thread stopped. */
+/* Tears the loops down (each on its own thread) and joins them; only after the store
+ * thread stopped. */
 void server_free(void);
 
 /* ---- the call context handlers answer through (server.c) ---- */

@@ -51,6 +51,7 @@ struct worker {
     h2o_multithread_message_t stop_message;
     h2o_multithread_receiver_t wake_receiver;
     atomic_bool exited;
+    int init_r;
     listener *listeners;
     size_t n_listeners;
     h2o_timeout_t idle_timeout;
@@ -100,6 +101,35 @@ typedef struct pending {
 static const conf *g_conf;
 static worker *g_workers;
 static size_t g_n_workers;
+
+/* A loop is built, run and torn down on its own thread: h2o keeps per-thread state (its
+ * buffer prototypes and recycling allocators) that every socket of the loop, its
+ * multithread queue included, uses. These hand the phases over to and from main. */
+static pthread_mutex_t g_phase_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_phase_cond = PTHREAD_COND_INITIALIZER;
+static size_t g_n_started, g_n_loops_done;
+static bool g_teardown;
+static const listen_fd *g_lfds;
+static size_t g_n_lfds;
+
+static int worker_init(worker *w, const listen_fd *lfds, size_t n);
+static void worker_teardown(worker *w);
+
+static void phase_count(size_t *counter)
+{
+    pthread_mutex_lock(&g_phase_lock);
+    (*counter)++;
+    pthread_cond_broadcast(&g_phase_cond);
+    pthread_mutex_unlock(&g_phase_lock);
+}
+
+static void phase_wait(const size_t *counter, size_t n)
+{
+    pthread_mutex_lock(&g_phase_lock);
+    while (*counter < n)
+        pthread_cond_wait(&g_phase_cond, &g_phase_lock);
+    pthread_mutex_unlock(&g_phase_lock);
+}
 
 static void conn_process(conn *c);
 static bool conn_flush(conn *c);
@@ -668,6 +698,11 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
 
+    w->init_r = worker_init(w, g_lfds, g_n_lfds);
+    phase_count(&g_n_started);
+    if (w->init_r < 0)
+        return NULL;
+
     rcu_register_thread();
     for (;;) {
         h2o_evloop_run(w->loop, LOOP_MAX_WAIT_MS);
@@ -686,12 +721,19 @@ static void *worker_main(void *arg)
     }
     rcu_unregister_thread();
     atomic_store(&w->exited, true);
+    phase_count(&g_n_loops_done);
+
+    /* Tear down only once the store thread is gone: until then it may still post here. */
+    pthread_mutex_lock(&g_phase_lock);
+    while (!g_teardown)
+        pthread_cond_wait(&g_phase_cond, &g_phase_lock);
+    pthread_mutex_unlock(&g_phase_lock);
+    worker_teardown(w);
     return NULL;
 }
 
-static int worker_init(worker *w, unsigned idx, const listen_fd *lfds, size_t n)
+static int worker_init(worker *w, const listen_fd *lfds, size_t n)
 {
-    w->idx = idx;
     w->loop = h2o_evloop_create();
     if (!w->loop)
         return -ENOMEM;
@@ -724,20 +766,22 @@ static int worker_init(worker *w, unsigned idx, const listen_fd *lfds, size_t n)
 int server_start(const conf *c, const listen_fd *lfds, size_t n)
 {
     g_conf = c;
-    g_n_workers = c->threads;
-    g_workers = calloc(g_n_workers, sizeof(*g_workers));
+    g_lfds = lfds;
+    g_n_lfds = n;
+    g_workers = calloc(c->threads, sizeof(*g_workers));
     if (!g_workers)
         return -ENOMEM;
-    for (size_t i = 0; i < g_n_workers; i++) {
-        int r = worker_init(&g_workers[i], (unsigned)i, lfds, n);
-        if (r < 0)
-            return r;
-    }
-    for (size_t i = 0; i < g_n_workers; i++) {
+    for (size_t i = 0; i < c->threads; i++) {
+        g_workers[i].idx = (unsigned)i;
         int r = pthread_create(&g_workers[i].tid, NULL, worker_main, &g_workers[i]);
         if (r != 0)
             return -r;
+        g_n_workers++;
     }
+    phase_wait(&g_n_started, g_n_workers);
+    for (size_t i = 0; i < g_n_workers; i++)
+        if (g_workers[i].init_r < 0)
+            return g_workers[i].init_r;
     return 0;
 }
 
@@ -750,28 +794,38 @@ void server_stop(void)
 bool server_wait(void)
 {
     bool clean = true;
-    for (size_t i = 0; i < g_n_workers; i++)
-        pthread_join(g_workers[i].tid, NULL);
+    phase_wait(&g_n_loops_done, g_n_workers);
     for (size_t i = 0; i < g_n_workers; i++)
         if (g_workers[i].n_pending > 0)
             clean = false;
     return clean;
 }
 
+/* On the worker's own thread, after its loop ended and the store thread stopped. */
+static void worker_teardown(worker *w)
+{
+    /* Deliver what was posted after the loop's last turn (wake-ups, late job answers). */
+    h2o_evloop_run(w->loop, 0);
+    if (w->n_pending > 0 || !h2o_linklist_is_empty(&w->jobs_receiver._messages) ||
+        !h2o_linklist_is_empty(&w->wake_receiver._messages))
+        return; /* an answer never came back: leave the loop to the process's exit */
+    h2o_multithread_unregister_receiver(w->queue, &w->jobs_receiver);
+    h2o_multithread_unregister_receiver(w->queue, &w->stop_receiver);
+    h2o_multithread_unregister_receiver(w->queue, &w->wake_receiver);
+    h2o_multithread_destroy_queue(w->queue);
+    h2o_timeout_dispose(w->loop, &w->idle_timeout);
+    free(w->listeners);
+    h2o_evloop_destroy(w->loop);
+}
+
 void server_free(void)
 {
-    for (size_t i = 0; i < g_n_workers; i++) {
-        worker *w = &g_workers[i];
-        if (!w->loop)
-            continue;
-        h2o_multithread_unregister_receiver(w->queue, &w->jobs_receiver);
-        h2o_multithread_unregister_receiver(w->queue, &w->stop_receiver);
-        h2o_multithread_unregister_receiver(w->queue, &w->wake_receiver);
-        h2o_multithread_destroy_queue(w->queue);
-        h2o_timeout_dispose(w->loop, &w->idle_timeout);
-        free(w->listeners);
-        h2o_evloop_destroy(w->loop);
-    }
+    pthread_mutex_lock(&g_phase_lock);
+    g_teardown = true;
+    pthread_cond_broadcast(&g_phase_cond);
+    pthread_mutex_unlock(&g_phase_lock);
+    for (size_t i = 0; i < g_n_workers; i++)
+        pthread_join(g_workers[i].tid, NULL);
     g_workers = mfree(g_workers);
     g_n_workers = 0;
 }
