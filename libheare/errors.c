@@ -1,5 +1,7 @@
 /* errors: -errno codes to Varlink error names, CLI exit codes and words, in one table. */
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "errors.h"
@@ -20,8 +22,7 @@ static const struct {
     {-EPROTO, "io.heare.Auth.InvalidMessage", EXIT_UNREACHABLE, "invalid message"},
     {-ENOMEDIUM, "org.varlink.service.InterfaceNotFound", EXIT_USAGE, "interface not found"},
     {-EOPNOTSUPP, "org.varlink.service.MethodNotFound", EXIT_USAGE, "method not found"},
-    {-EBADMSG, "io.heare.AuthAdmin.StoreUnavailable", EXIT_UNREACHABLE,
-     "store document rejected"},
+    {-EBADMSG, "io.heare.AuthAdmin.StoreUnavailable", EXIT_UNREACHABLE, "store document rejected"},
 };
 
 static const char store_unavailable[] = "io.heare.AuthAdmin.StoreUnavailable";
@@ -65,4 +66,20 @@ const char *errors_str(int err)
         if (table[i].err == err)
             return table[i].words;
     return strerror(-err);
+}
+
+int errors_fail(char **reterr, int err, const char *fmt, ...)
+{
+    if (reterr) {
+        va_list ap;
+        char *s = NULL;
+
+        errno = -err; /* for %m */
+        va_start(ap, fmt);
+        if (vasprintf(&s, fmt, ap) < 0)
+            s = NULL;
+        va_end(ap);
+        *reterr = s;
+    }
+    return err;
 }

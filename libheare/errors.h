@@ -33,3 +33,7 @@ int errors_exit_code(int err);
 
 /* Words for err, e.g. "key not found". Static string. */
 const char *errors_str(int err);
+
+/* Fills *reterr (if reterr is non-NULL; the caller frees it) with the formatted message, in
+ * which %m stands for the words of err, and returns err. */
+int errors_fail(char **reterr, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "errors.h"
 #include "ids.h"
 #include "json-util.h"
 #include "keydoc.h"
@@ -29,25 +30,6 @@ _printf_(3, 4) static bool complain(complaint *c, const char *problem, const cha
     return false;
 }
 
-/* Fills *reterr (may be NULL) and returns -EBADMSG, or -ENOMEM if the message could not be
- * built. */
-_printf_(2, 3) static int fail(char **reterr, const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    int r;
-
-    if (!reterr)
-        return -EBADMSG;
-    va_start(ap, fmt);
-    r = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (r < 0)
-        return -ENOMEM;
-    *reterr = s;
-    return -EBADMSG;
-}
-
 /* Only a well-formed id goes into a message: anything else in "id" could be a pasted secret. */
 static const char *printable_id(const json_t *key)
 {
@@ -70,8 +52,8 @@ _printf_(4, 5) static int fail_key(char **reterr, size_t i, const json_t *key, c
     if (r < 0)
         return -ENOMEM;
     if (id)
-        return fail(reterr, "keys[%zu] (%s): %s", i, id, what);
-    return fail(reterr, "keys[%zu]: %s", i, what);
+        return errors_fail(reterr, -EBADMSG, "keys[%zu] (%s): %s", i, id, what);
+    return errors_fail(reterr, -EBADMSG, "keys[%zu]: %s", i, what);
 }
 
 static bool is_time(const json_t *v)
@@ -268,20 +250,20 @@ int keydoc_validate(const json_t *doc, char **reterr)
     int r;
 
     if (!json_is_object(doc))
-        return fail(reterr, "$: not a JSON object");
+        return errors_fail(reterr, -EBADMSG, "$: not a JSON object");
     v = json_object_get(doc, "version");
     if (!v)
-        return fail(reterr, "$.version: missing");
+        return errors_fail(reterr, -EBADMSG, "$.version: missing");
     if (!json_is_integer(v))
-        return fail(reterr, "$.version: not an integer");
+        return errors_fail(reterr, -EBADMSG, "$.version: not an integer");
     if (json_integer_value(v) != 2)
-        return fail(reterr, "$.version: unsupported version %" JSON_INTEGER_FORMAT,
-                    json_integer_value(v));
+        return errors_fail(reterr, -EBADMSG, "$.version: unsupported version %" JSON_INTEGER_FORMAT,
+                           json_integer_value(v));
     keys = json_object_get(doc, "keys");
     if (!keys)
-        return fail(reterr, "$.keys: missing");
+        return errors_fail(reterr, -EBADMSG, "$.keys: missing");
     if (!json_is_array(keys))
-        return fail(reterr, "$.keys: not an array");
+        return errors_fail(reterr, -EBADMSG, "$.keys: not an array");
 
     for (i = 0; i < json_array_size(keys); i++) {
         v = json_object_get(json_array_get(keys, i), "secrets");
@@ -303,7 +285,7 @@ int keydoc_validate(const json_t *doc, char **reterr)
         complaint c;
 
         if (!json_is_object(key))
-            return fail(reterr, "keys[%zu]: not an object", i);
+            return errors_fail(reterr, -EBADMSG, "keys[%zu]: not an object", i);
         if (!check_key(key, &c))
             return fail_key(reterr, i, key, "%s: %s", c.path, c.problem);
 
@@ -408,9 +390,9 @@ static int convert_v1(json_t *doc, json_t **ret, char **reterr)
     int r;
 
     if (!keys)
-        return fail(reterr, "$.keys: missing");
+        return errors_fail(reterr, -EBADMSG, "$.keys: missing");
     if (!json_is_array(keys))
-        return fail(reterr, "$.keys: not an array");
+        return errors_fail(reterr, -EBADMSG, "$.keys: not an array");
     for (size_t i = 0; i < json_array_size(keys); i++) {
         r = convert_v1_key(json_array_get(keys, i), i, reterr);
         if (r < 0)
@@ -441,12 +423,13 @@ int keydoc_parse(const char *buf, size_t len, json_t **ret_doc, bool *ret_was_v1
     int r;
 
     if (!buf || len == 0)
-        return fail(reterr, "$: empty document");
+        return errors_fail(reterr, -EBADMSG, "$: empty document");
     doc = json_loadb(buf, len, JSON_DECODE_ANY, &jerr);
     if (!doc)
-        return fail(reterr, "line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+        return errors_fail(reterr, -EBADMSG, "line %d column %d: %s", jerr.line, jerr.column,
+                           jerr.text);
     if (!json_is_object(doc))
-        return fail(reterr, "$: not a JSON object");
+        return errors_fail(reterr, -EBADMSG, "$: not a JSON object");
 
     v = json_object_get(doc, "version");
     if (!v || (json_is_integer(v) && json_integer_value(v) == 1))
@@ -454,10 +437,10 @@ int keydoc_parse(const char *buf, size_t len, json_t **ret_doc, bool *ret_was_v1
     else if (json_is_integer(v) && json_integer_value(v) == 2)
         v1 = false;
     else if (json_is_integer(v))
-        return fail(reterr, "$.version: unsupported version %" JSON_INTEGER_FORMAT,
-                    json_integer_value(v));
+        return errors_fail(reterr, -EBADMSG, "$.version: unsupported version %" JSON_INTEGER_FORMAT,
+                           json_integer_value(v));
     else
-        return fail(reterr, "$.version: not an integer");
+        return errors_fail(reterr, -EBADMSG, "$.version: not an integer");
 
     if (v1) {
         json_t *converted = NULL;

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "errors.h"
 #include "ids.h"
 #include "keystore.h"
 #include "macro.h"
@@ -118,23 +119,6 @@ static uint64_t *table_new(size_t n, size_t *ret_mask)
     memset(t, 0xff, size * sizeof(uint64_t));
     *ret_mask = size - 1;
     return t;
-}
-
-_printf_(2, 3) static int fail(char **reterr, const char *fmt, ...)
-{
-    va_list ap;
-    char *s = NULL;
-    int r;
-
-    if (!reterr)
-        return -EBADMSG;
-    va_start(ap, fmt);
-    r = vasprintf(&s, fmt, ap);
-    va_end(ap);
-    if (r < 0)
-        return -ENOMEM;
-    *reterr = s;
-    return -EBADMSG;
 }
 
 /* Makes room for n more bytes in the arena. */
@@ -351,7 +335,8 @@ static int build_key(keystore *ks, const json_t *o, size_t i, char **reterr)
     if (!json_is_string(id) || !ids_is_key_id(json_string_value(id)) || !json_is_string(name) ||
         !json_is_object(metadata) || !json_is_array(scopes) || !json_is_boolean(disabled) ||
         n_secrets == 0 || parse_expiry(expires, &k->expires_at) < 0)
-        return fail(reterr, "keys[%zu]: not a valid key (document not validated)", i);
+        return errors_fail(reterr, -EBADMSG, "keys[%zu]: not a valid key (document not validated)",
+                           i);
 
     k->obj = o;
     k->id = json_string_value(id);
@@ -368,7 +353,8 @@ static int build_key(keystore *ks, const json_t *o, size_t i, char **reterr)
         scope_ent *e = &ks->scopes[ks->n_scopes++];
 
         if (!json_is_string(s) || json_string_length(s) == 0)
-            return fail(reterr, "keys[%zu] (%s): scopes[%zu]: not a non-empty string", i, k->id, j);
+            return errors_fail(reterr, -EBADMSG,
+                               "keys[%zu] (%s): scopes[%zu]: not a non-empty string", i, k->id, j);
         e->s = json_string_value(s);
         e->len = json_string_length(s);
         e->wildcard = (e->len == 1 && e->s[0] == '*') ||
@@ -387,14 +373,16 @@ static int build_key(keystore *ks, const json_t *o, size_t i, char **reterr)
 
         if (secret_unhex(json_string_value(json_object_get(s, "sha256")), e->digest) < 0 ||
             parse_expiry(json_object_get(s, "expires_at"), &e->expires_at) < 0)
-            return fail(reterr, "keys[%zu] (%s): secrets[%zu]: not a valid secret", i, k->id, j);
+            return errors_fail(reterr, -EBADMSG, "keys[%zu] (%s): secrets[%zu]: not a valid secret",
+                               i, k->id, j);
         e->key = (uint32_t)i;
         ks->n_secrets++;
     }
 
     r = render_fields(ks, k, metadata, scopes, expires);
     if (r == -ELOOP)
-        return fail(reterr, "keys[%zu] (%s): metadata: nested too deeply", i, k->id);
+        return errors_fail(reterr, -EBADMSG, "keys[%zu] (%s): metadata: nested too deeply", i,
+                           k->id);
     return r;
 }
 
@@ -407,8 +395,8 @@ static int index_key(keystore *ks, size_t i, char **reterr)
     for (; ks->by_id[slot] != EMPTY; slot = (slot + 1) & ks->id_mask)
         if (SLOT_TAG(ks->by_id[slot]) == (uint32_t)(h >> 32) &&
             strcmp(ks->keys[SLOT_INDEX(ks->by_id[slot])].id, id) == 0)
-            return fail(reterr, "keys[%zu] (%s): duplicate id (also keys[%u])", i, id,
-                        SLOT_INDEX(ks->by_id[slot]));
+            return errors_fail(reterr, -EBADMSG, "keys[%zu] (%s): duplicate id (also keys[%u])", i,
+                               id, SLOT_INDEX(ks->by_id[slot]));
     ks->by_id[slot] = SLOT(h >> 32, i);
     return 0;
 }
@@ -423,8 +411,8 @@ static int index_secret(keystore *ks, size_t i, char **reterr)
         const secret_ent *other = &ks->secrets[SLOT_INDEX(ks->by_digest[slot])];
 
         if (SLOT_TAG(ks->by_digest[slot]) == tag && secret_digest_equal(other->digest, e->digest))
-            return fail(reterr, "keys[%u] (%s): duplicate secret (also %s)", e->key,
-                        ks->keys[e->key].id, ks->keys[other->key].id);
+            return errors_fail(reterr, -EBADMSG, "keys[%u] (%s): duplicate secret (also %s)",
+                               e->key, ks->keys[e->key].id, ks->keys[other->key].id);
     }
     ks->by_digest[slot] = SLOT(tag, i);
     return 0;
@@ -438,7 +426,7 @@ int keystore_new(json_t *doc, uint64_t generation, keystore **ret, char **reterr
     int r;
 
     if (!json_is_array(keys))
-        return fail(reterr, "$.keys: not an array");
+        return errors_fail(reterr, -EBADMSG, "$.keys: not an array");
 
     ks = keystore_new_empty(generation);
     if (!ks)

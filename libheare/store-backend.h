@@ -21,7 +21,3 @@ typedef struct store_backend {
 } store_backend;
 
 extern const store_backend store_backend_file;
-
-/* Sets *reterr (if reterr is non-NULL; NULL on OOM) to the formatted message, in which %m
- * is the words for err, and returns err (< 0). For store.c and the backends. */
-int store_error(char **reterr, int err, const char *fmt, ...) _printf_(3, 4);

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "errors.h"
 #include "secret.h"
 #include "store-backend.h"
 
@@ -184,8 +185,8 @@ static int write_atomic(const char *path, const char *tmp_path, const char *dir_
     if (fd < 0) {
         int r = negative_errno();
         if (r == -ENOENT)
-            return store_error(reterr, r, "%s: directory %s does not exist", what, dir_path);
-        return store_error(reterr, r, "%s: open %s: %m", what, tmp_path);
+            return errors_fail(reterr, r, "%s: directory %s does not exist", what, dir_path);
+        return errors_fail(reterr, r, "%s: open %s: %m", what, tmp_path);
     }
 
     int r = 0;
@@ -232,12 +233,12 @@ static int write_atomic(const char *path, const char *tmp_path, const char *dir_
     /* Without this the rename itself may be lost on a crash. */
     r = fsync_dir(dir_path);
     if (r < 0)
-        return store_error(reterr, r, "%s: fsync directory %s: %m", what, dir_path);
+        return errors_fail(reterr, r, "%s: fsync directory %s: %m", what, dir_path);
     return 0;
 
 fail:
     unlink(tmp_path);
-    return store_error(reterr, r, "%s: %s %s: %m", what, step, tmp_path);
+    return errors_fail(reterr, r, "%s: %s %s: %m", what, step, tmp_path);
 }
 
 /* "/a/b/c" → "/a/b"; "/c" → "/"; "c" → ".". */
@@ -257,7 +258,7 @@ int store_write_file_atomic(const char *path, const char *buf, size_t len, unsig
     _cleanup_free_ char *tmp = NULL, *dir = NULL;
 
     if (!path || !*path)
-        return store_error(reterr, -EINVAL, "no path for the file");
+        return errors_fail(reterr, -EINVAL, "no path for the file");
     if (asprintf(&tmp, "%s.tmp", path) < 0)
         return -ENOMEM;
     dir = dir_of(path);
@@ -286,15 +287,15 @@ static int file_open(const char *url, void **ret_impl, char **reterr)
     const char *path = strncmp(url, "file://", 7) == 0 ? url + 7 : url;
 
     if (path[0] != '/')
-        return store_error(reterr, -EINVAL,
+        return errors_fail(reterr, -EINVAL,
                            "unsupported store URL '%s' (expected file:///path or "
                            "s3://bucket/object)",
                            url);
     size_t n = strlen(path);
     if (n + sizeof(".lock") > PATH_MAX)
-        return store_error(reterr, -ENAMETOOLONG, "file store %s: path too long", path);
+        return errors_fail(reterr, -ENAMETOOLONG, "file store %s: path too long", path);
     if (path[n - 1] == '/')
-        return store_error(reterr, -EISDIR, "file store %s: names a directory, not a file", path);
+        return errors_fail(reterr, -EISDIR, "file store %s: names a directory, not a file", path);
 
     file_store *f = calloc(1, sizeof(*f));
     if (!f)
@@ -320,7 +321,7 @@ static int missing(file_store *f, char **reterr)
 {
     struct stat st;
     if (stat(f->dir_path, &st) < 0 && errno == ENOENT)
-        return store_error(reterr, -ENOENT, "file store %s: directory %s does not exist", f->path,
+        return errors_fail(reterr, -ENOENT, "file store %s: directory %s does not exist", f->path,
                            f->dir_path);
     return 0;
 }
@@ -346,17 +347,17 @@ static int read_current(file_store *f, char **ret_buf, size_t *ret_len,
         return 0;
     }
     if (fd == -EISDIR || fd == -EINVAL)
-        return store_error(reterr, fd, "file store %s: not a regular file", f->path);
+        return errors_fail(reterr, fd, "file store %s: not a regular file", f->path);
     if (fd < 0)
-        return store_error(reterr, fd, "file store %s: open: %m", f->path);
+        return errors_fail(reterr, fd, "file store %s: open: %m", f->path);
     if ((uint64_t)st1.st_size > LOAD_MAX)
-        return store_error(reterr, -EFBIG, "file store %s: larger than 1 GiB", f->path);
+        return errors_fail(reterr, -EFBIG, "file store %s: larger than 1 GiB", f->path);
 
     int r = read_all(fd, (size_t)st1.st_size, LOAD_MAX, &buf, &len);
     if (r == -EFBIG)
-        return store_error(reterr, r, "file store %s: larger than 1 GiB", f->path);
+        return errors_fail(reterr, r, "file store %s: larger than 1 GiB", f->path);
     if (r < 0)
-        return store_error(reterr, r, "file store %s: read: %m", f->path);
+        return errors_fail(reterr, r, "file store %s: read: %m", f->path);
 
     version_of(buf, len, ret_version);
 
@@ -453,7 +454,7 @@ static int file_write_locked(file_store *f, const char *expected_version, const 
     }
 
     if (strcmp(current, expected_version ? expected_version : "") != 0)
-        return store_error(reterr, -ESTALE, "file store %s: changed since it was read", f->path);
+        return errors_fail(reterr, -ESTALE, "file store %s: changed since it was read", f->path);
 
     exists = stat(f->path, &st) == 0;
     mode_t mode = exists ? st.st_mode & 07777 : 0600;
@@ -496,9 +497,9 @@ static int file_lock(void *impl, char **reterr)
     if (fd < 0) {
         int r = negative_errno();
         if (r == -ENOENT)
-            return store_error(reterr, r, "file store %s: directory %s does not exist", f->path,
+            return errors_fail(reterr, r, "file store %s: directory %s does not exist", f->path,
                                f->dir_path);
-        return store_error(reterr, r, "file store %s: lock %s: %m", f->path, f->lock_path);
+        return errors_fail(reterr, r, "file store %s: lock %s: %m", f->path, f->lock_path);
     }
 
     /* Polled: a blocking flock could only be bounded with a signal, which library code must
@@ -511,13 +512,13 @@ static int file_lock(void *impl, char **reterr)
         if (errno == EINTR)
             continue;
         if (errno != EWOULDBLOCK)
-            return store_error(reterr, negative_errno(), "file store %s: lock %s: %m", f->path,
+            return errors_fail(reterr, negative_errno(), "file store %s: lock %s: %m", f->path,
                                f->lock_path);
         clock_gettime(CLOCK_MONOTONIC, &now);
         long long waited_ms =
             (long long)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
         if (waited_ms >= LOCK_WAIT_MS)
-            return store_error(reterr, -ETIMEDOUT, "file store %s: lock %s held for %d s", f->path,
+            return errors_fail(reterr, -ETIMEDOUT, "file store %s: lock %s held for %d s", f->path,
                                f->lock_path, LOCK_WAIT_MS / 1000);
         struct timespec ts = {.tv_nsec = LOCK_POLL_MS * 1000000L};
         nanosleep(&ts, NULL);

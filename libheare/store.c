@@ -8,6 +8,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "errors.h"
 #include "json-util.h"
 #include "keydoc.h"
 #include "secret.h"
@@ -23,37 +24,21 @@ struct store {
     void *impl;
 };
 
-int store_error(char **reterr, int err, const char *fmt, ...)
-{
-    if (reterr) {
-        va_list ap;
-        char *s = NULL;
-
-        errno = -err; /* for %m */
-        va_start(ap, fmt);
-        if (vasprintf(&s, fmt, ap) < 0)
-            s = NULL;
-        va_end(ap);
-        *reterr = s;
-    }
-    return err;
-}
-
 int store_open(const char *url, store **ret, char **reterr)
 {
     const store_backend *backend;
 
     if (!url)
-        return store_error(reterr, -EINVAL, "no store URL");
+        return errors_fail(reterr, -EINVAL, "no store URL");
 
     if (strncmp(url, "file://", 7) == 0 || url[0] == '/')
         backend = &store_backend_file;
     else if (strncmp(url, "s3://", 5) == 0)
-        return store_error(reterr, -EPROTONOSUPPORT,
+        return errors_fail(reterr, -EPROTONOSUPPORT,
                            "s3 store: not available in this build yet (arrives with the S3 "
                            "store)");
     else
-        return store_error(reterr, -EINVAL,
+        return errors_fail(reterr, -EINVAL,
                            "unsupported store URL '%s' (expected file:///path or "
                            "s3://bucket/object)",
                            url);
@@ -159,7 +144,7 @@ static int update_once(store *s, store_mutator_t fn, void *userdata, json_t **re
         /* A version 1 file holds plaintext secrets. */
         secret_wipe(buf, len);
         if (r < 0)
-            return store_error(reterr, r, "%s: document rejected: %s", s->url,
+            return errors_fail(reterr, r, "%s: document rejected: %s", s->url,
                                err ? err : "invalid document");
     }
 
@@ -172,12 +157,12 @@ static int update_once(store *s, store_mutator_t fn, void *userdata, json_t **re
 
     r = keydoc_validate(doc, &err);
     if (r < 0)
-        return store_error(reterr, r, "%s: document rejected: %s", s->url,
+        return errors_fail(reterr, r, "%s: document rejected: %s", s->url,
                            err ? err : "invalid document");
 
     r = keydoc_dump(doc, &out, &out_len);
     if (r < 0)
-        return store_error(reterr, r, "%s: serialize: %m", s->url);
+        return errors_fail(reterr, r, "%s: serialize: %m", s->url);
 
     r = s->backend->write(s->impl, version, out, out_len, ret_version, reterr);
     if (r < 0)
@@ -233,6 +218,6 @@ int store_update(store *s, store_mutator_t fn, void *userdata, json_t **ret_doc,
         return 0;
     }
 
-    return store_error(reterr, -ESTALE, "%s: conflict: the store changed during %d attempts",
+    return errors_fail(reterr, -ESTALE, "%s: conflict: the store changed during %d attempts",
                        s->url, UPDATE_ATTEMPTS);
 }
