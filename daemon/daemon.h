@@ -21,10 +21,9 @@ typedef struct snapshot {
     keystate **states;
 } snapshot;
 
-/* The snapshot (and keystore) readers see now. Call only on a registered RCU reader thread
- * (the serving loops) between quiescent states; never NULL after state_init(). */
+/* The snapshot readers see now. Call only on a registered RCU reader thread (the serving
+ * loops) between quiescent states; never NULL after state_init(). */
 const snapshot *state_snapshot(void);
-keystore *state_keystore(void);
 /* The state of a key of snap->ks. */
 keystate *snapshot_state(const snapshot *snap, const keystore_key *k);
 

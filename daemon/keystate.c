@@ -8,8 +8,10 @@ struct keystate {
     _Atomic uint64_t verifications;
     _Atomic int64_t last_used_at;
     unsigned refs; /* store thread only */
-    atomic_flag lock; /* guards the bucket below */
-    int64_t per_second, burst;
+    /* 0: no limit. Read without the lock so that keys without a limit never take it. */
+    _Atomic int64_t per_second;
+    atomic_flag lock; /* guards the bucket below and writes of per_second */
+    int64_t burst;
     double tokens;
     uint64_t refilled_ns;
 };
@@ -76,13 +78,16 @@ int64_t keystate_last_used_at(const keystate *s)
 bool keystate_take(keystate *s, uint64_t now_ns, int64_t *ret_retry_ms)
 {
     bool ok;
+    if (atomic_load_explicit(&s->per_second, memory_order_relaxed) <= 0)
+        return true;
     lock(s);
-    if (s->per_second <= 0) {
+    int64_t per_second = s->per_second;
+    if (per_second <= 0) { /* the limit went away meanwhile */
         unlock(s);
         return true;
     }
     if (s->refilled_ns != 0 && now_ns > s->refilled_ns) {
-        s->tokens += (double)(now_ns - s->refilled_ns) * (double)s->per_second / 1e9;
+        s->tokens += (double)(now_ns - s->refilled_ns) * (double)per_second / 1e9;
         if (s->tokens > (double)s->burst)
             s->tokens = (double)s->burst;
     }
@@ -91,7 +96,7 @@ bool keystate_take(keystate *s, uint64_t now_ns, int64_t *ret_retry_ms)
     if (ok)
         s->tokens -= 1.0;
     else {
-        double wait_ms = (1.0 - s->tokens) * 1000.0 / (double)s->per_second;
+        double wait_ms = (1.0 - s->tokens) * 1000.0 / (double)per_second;
         *ret_retry_ms = wait_ms < 1.0 ? 1 : (int64_t)(wait_ms + 0.999);
     }
     unlock(s);

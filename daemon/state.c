@@ -52,11 +52,6 @@ const snapshot *state_snapshot(void)
     return rcu_dereference(g_snap);
 }
 
-keystore *state_keystore(void)
-{
-    return state_snapshot()->ks;
-}
-
 keystate *snapshot_state(const snapshot *snap, const keystore_key *k)
 {
     return snap->states[keystore_key_index(snap->ks, k)];
