@@ -21,6 +21,9 @@ typedef struct snapshot {
     keystate **states;
 } snapshot;
 
+/* The configuration the daemon runs with (set by state_init, constant afterwards). */
+const conf *state_conf(void);
+
 /* The snapshot readers see now. Call only on a registered RCU reader thread (the serving
  * loops) between quiescent states; never NULL after state_init(). */
 const snapshot *state_snapshot(void);
@@ -84,6 +87,7 @@ job *job_free(job *j);
 typedef enum sock_kind {
     SOCK_VERIFY,
     SOCK_ADMIN,
+    SOCK_HTTP,
 } sock_kind;
 
 typedef struct listen_fd {
@@ -99,6 +103,11 @@ void server_stop(void);
 /* Wakes every running loop so that each reports an RCU quiescent state now: a grace period
  * then takes microseconds, not a loop timeout. Thread-safe. */
 void server_wake_all(void);
+/* On a serving loop: runs j on the store thread, then calls done(j, userdata) back on this
+ * same loop; j is freed after done returns. Returns 0, or -ENOMEM (j is left to the
+ * caller). */
+typedef void (*loop_job_done_fn)(job *j, void *userdata);
+int loop_submit(job *j, loop_job_done_fn done, void *userdata);
 /* Waits until every loop has stopped serving. Returns false if some admin call was still
  * with the store thread. */
 bool server_wait(void);
@@ -172,6 +181,34 @@ typedef struct param_field {
 } param_field;
 bool call_read_string_params(call_ctx *ctx, const json_t *params, const param_field *fields,
                              size_t n);
+
+/* ---- method-auth.c: the verification every front (Varlink, HTTP) shares ---- */
+
+typedef struct verify_peer {
+    uint32_t throttle; /* failed-attempt throttle key: a uid, or throttle_peer_addr() */
+    int64_t uid, pid;  /* for the log; -1 when unknown (HTTP over TCP) */
+    const char *addr;  /* for the log: an HTTP peer's address, or NULL */
+} verify_peer;
+
+typedef struct verify_result {
+    verify_code code;
+    const keystore_key *key; /* the key the secret belongs to; NULL if none was found */
+    int64_t retry_after_ms;  /* RATE_LIMITED */
+} verify_result;
+
+/* Verifies key against the current snapshot: the peer's failure throttle, lookup, scope,
+ * rate limit, per-key counters, metrics and the verification log; then wipes
+ * key[0..key_len). Serving loops only: r->key stays valid until the loop's next quiescent
+ * state. */
+void verify_run(char *key, size_t key_len, const char *scope, const char *user_agent,
+                const verify_peer *peer, verify_result *r);
+/* Renders Verify's reply parameters (also the body of HTTP 200) into buf like snprintf:
+ * returns the length the text needs; it was written (NUL-terminated) if that is < cap. */
+size_t verify_render(const verify_result *r, char *buf, size_t cap);
+
+/* GetHealth's reply parameters (also the body of HTTP /health); *ret_status (may be NULL)
+ * gets the status, a static string. NULL on OOM. */
+json_t *health_reply(const char **ret_status);
 
 /* Completion of an admin job on the serving loop, in method-admin.c. */
 void method_admin_job_done(call_ctx *ctx, job *j);

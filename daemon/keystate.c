@@ -1,6 +1,10 @@
 /* keystate: per-key usage counters and token buckets that outlive keystore swaps, and the
  * per-peer failed-attempt throttle. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
 
 #include "keystate.h"
 
@@ -103,27 +107,49 @@ bool keystate_take(keystate *s, uint64_t now_ns, int64_t *ret_retry_ms)
     return ok;
 }
 
-/* The throttle: a fixed table indexed by uid. Two uids sharing a slot share its count
+/* The throttle: a fixed table indexed by peer. Two peers sharing a slot share its count
  * only until one of them fails in a new minute: approximate, bounded, and lock-free to
  * read on the verify path. */
 #define THROTTLE_SLOTS 1024
 
 typedef struct slot {
-    _Atomic uint64_t tag; /* uid << 32 | minute (low 32 bits) */
+    _Atomic uint64_t tag; /* peer << 32 | minute (low 32 bits) */
     _Atomic uint64_t failures;
 } slot;
 
 static slot g_slots[THROTTLE_SLOTS];
 
-static uint64_t tag_of(uid_t uid, int64_t now_ms)
+static uint64_t tag_of(uint32_t peer, int64_t now_ms)
 {
-    return ((uint64_t)uid << 32) | (uint32_t)(now_ms / 60000);
+    return ((uint64_t)peer << 32) | (uint32_t)(now_ms / 60000);
 }
 
-bool throttle_check(uid_t uid, int64_t max, int64_t now_ms, int64_t *ret_retry_ms)
+/* An IPv4 address as is; an IPv6 one by its /64 (what one host can hop within), folded
+ * with FNV-1a. The top bit is set so that no address is mistaken for a small uid. */
+uint32_t throttle_peer_addr(const struct sockaddr *sa)
 {
-    slot *s = &g_slots[uid % THROTTLE_SLOTS];
-    if (max <= 0 || atomic_load_explicit(&s->tag, memory_order_relaxed) != tag_of(uid, now_ms))
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+        return ntohl(in->sin_addr.s_addr) | UINT32_C(0x80000000);
+    }
+    if (sa->sa_family != AF_INET6)
+        return UINT32_MAX;
+    const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+    if (IN6_IS_ADDR_V4MAPPED(&in6->sin6_addr)) {
+        uint32_t v4;
+        memcpy(&v4, in6->sin6_addr.s6_addr + 12, 4);
+        return ntohl(v4) | UINT32_C(0x80000000);
+    }
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < 8; i++)
+        h = (h ^ in6->sin6_addr.s6_addr[i]) * 16777619u;
+    return h | UINT32_C(0x80000000);
+}
+
+bool throttle_check(uint32_t peer, int64_t max, int64_t now_ms, int64_t *ret_retry_ms)
+{
+    slot *s = &g_slots[peer % THROTTLE_SLOTS];
+    if (max <= 0 || atomic_load_explicit(&s->tag, memory_order_relaxed) != tag_of(peer, now_ms))
         return false;
     if (atomic_load_explicit(&s->failures, memory_order_relaxed) <= (uint64_t)max)
         return false;
@@ -131,12 +157,12 @@ bool throttle_check(uid_t uid, int64_t max, int64_t now_ms, int64_t *ret_retry_m
     return true;
 }
 
-void throttle_failed(uid_t uid, int64_t now_ms)
+void throttle_failed(uint32_t peer, int64_t now_ms)
 {
-    slot *s = &g_slots[uid % THROTTLE_SLOTS];
-    uint64_t tag = tag_of(uid, now_ms);
+    slot *s = &g_slots[peer % THROTTLE_SLOTS];
+    uint64_t tag = tag_of(peer, now_ms);
     uint64_t old = atomic_load_explicit(&s->tag, memory_order_relaxed);
-    /* A new minute (or another uid) starts the slot over; the CAS lets one thread win. */
+    /* A new minute (or another peer) starts the slot over; the CAS lets one thread win. */
     if (old != tag && atomic_compare_exchange_strong(&s->tag, &old, tag)) {
         atomic_store_explicit(&s->failures, 1, memory_order_relaxed);
         return;

@@ -27,8 +27,11 @@ int64_t keystate_last_used_at(const keystate *s); /* 0: never */
 /* Takes one token. Returns true if allowed; else false and *ret_retry_ms (>= 1). */
 bool keystate_take(keystate *s, uint64_t now_ns, int64_t *ret_retry_ms);
 
-/* Failed-attempt throttle, per peer uid, per wall-clock minute. max 0 disables it.
+/* Failed-attempt throttle, per peer, per wall-clock minute. A peer is a uid on the Unix
+ * sockets and an address on HTTP (throttle_peer_addr). max 0 disables it.
  * throttle_check: true if the peer is over max this minute (*ret_retry_ms until the
  * minute ends). throttle_failed: counts one failure. */
-bool throttle_check(uid_t uid, int64_t max, int64_t now_ms, int64_t *ret_retry_ms);
-void throttle_failed(uid_t uid, int64_t now_ms);
+struct sockaddr;
+uint32_t throttle_peer_addr(const struct sockaddr *sa);
+bool throttle_check(uint32_t peer, int64_t max, int64_t now_ms, int64_t *ret_retry_ms);
+void throttle_failed(uint32_t peer, int64_t now_ms);

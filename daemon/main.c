@@ -4,6 +4,9 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -17,8 +20,10 @@
 #include "conf.h"
 #include "daemon.h"
 #include "errors.h"
+#include "http.h"
 #include "log.h"
 #include "macro.h"
+#include "metrics.h"
 
 #define VERIFY_SOCKET_GROUP "heare-auth"
 #define MAX_LISTENERS 8
@@ -193,12 +198,59 @@ static int set_nonblock(int fd)
     return 0;
 }
 
+/* Binds the TCP listener of http-listen: "HOST:PORT" or "[ADDRESS]:PORT". */
+static int bind_tcp(const char *spec, int *ret_fd)
+{
+    _cleanup_free_ char *host = NULL;
+    const char *colon = strrchr(spec, ':');
+    struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    _cleanup_close_ int fd = -1;
+
+    if (!colon)
+        return -EINVAL;
+    if (spec[0] == '[' && colon > spec && colon[-1] == ']')
+        host = strndup(spec + 1, (size_t)(colon - spec - 2));
+    else
+        host = strndup(spec, (size_t)(colon - spec));
+    if (!host)
+        return -ENOMEM;
+    int r = getaddrinfo(host, colon + 1, &hints, &res);
+    if (r != 0) {
+        log_error("http-listen %s: cannot resolve '%s': %s", spec, host, gai_strerror(r));
+        return -EADDRNOTAVAIL;
+    }
+    fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0) {
+        r = negative_errno();
+        freeaddrinfo(res);
+        return r;
+    }
+    int on = 1;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+    /* Accepted connections inherit it: a reply is one write, sent at once. */
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    r = bind(fd, res->ai_addr, res->ai_addrlen) < 0 ? negative_errno() : 0;
+    freeaddrinfo(res);
+    if (r < 0) {
+        log_error("http-listen %s: cannot bind: %s", spec, strerror(-r));
+        return r;
+    }
+    if (listen(fd, SOMAXCONN) < 0) {
+        r = negative_errno();
+        log_error("http-listen %s: cannot listen: %s", spec, strerror(-r));
+        return r;
+    }
+    *ret_fd = TAKE_FD(fd);
+    return 0;
+}
+
 /* Sockets from systemd by name; the kinds it did not pass are bound here. */
 static int setup_listeners(const conf *c, listen_fd *l, size_t *ret_n)
 {
     char **names = NULL;
     size_t n = 0;
-    bool have_verify = false, have_admin = false;
+    bool have_verify = false, have_admin = false, have_http = false;
 
     int nfds = sd_listen_fds_with_names(1, &names);
     if (nfds < 0) {
@@ -213,23 +265,23 @@ static int setup_listeners(const conf *c, listen_fd *l, size_t *ret_n)
             kind = SOCK_VERIFY;
         else if (strcmp(name, "admin") == 0)
             kind = SOCK_ADMIN;
+        else if (strcmp(name, "http") == 0)
+            kind = SOCK_HTTP;
         else {
-            if (strcmp(name, "http") == 0)
-                log_warning("socket activation: the 'http' listener is not active yet in this "
-                            "version; closing it");
-            else
-                log_warning("socket activation: ignoring fd %d with unknown name '%s' "
-                            "(expected verify, admin or http)",
-                            fd, name);
+            log_warning("socket activation: ignoring fd %d with unknown name '%s' "
+                        "(expected verify, admin or http)",
+                        fd, name);
             close(fd);
             continue;
         }
-        if (sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
-            log_error("socket activation: fd '%s' is not a listening Unix stream socket", name);
+        if (kind == SOCK_HTTP ? sd_is_socket(fd, AF_UNSPEC, SOCK_STREAM, 1) <= 0
+                              : sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
+            log_error("socket activation: fd '%s' is not a listening %s stream socket", name,
+                      kind == SOCK_HTTP ? "" : "Unix");
             return -EINVAL;
         }
         if ((kind == SOCK_VERIFY && have_verify) || (kind == SOCK_ADMIN && have_admin) ||
-            n >= MAX_LISTENERS) {
+            (kind == SOCK_HTTP && have_http) || n >= MAX_LISTENERS) {
             log_error("socket activation: more than one fd named '%s'", name);
             return -EINVAL;
         }
@@ -238,6 +290,7 @@ static int setup_listeners(const conf *c, listen_fd *l, size_t *ret_n)
             return r;
         have_verify |= kind == SOCK_VERIFY;
         have_admin |= kind == SOCK_ADMIN;
+        have_http |= kind == SOCK_HTTP;
         l[n++] = (listen_fd){.fd = fd, .kind = kind};
         log_info("listening on socket-activated '%s' (fd %d)", name, fd);
     }
@@ -262,6 +315,17 @@ static int setup_listeners(const conf *c, listen_fd *l, size_t *ret_n)
             return r;
         l[n++] = (listen_fd){.fd = fd, .kind = SOCK_ADMIN, .path = strdup(c->admin_socket)};
         log_info("listening on %s (admin)", c->admin_socket);
+    }
+    if (!have_http && c->http_listen) {
+        int fd;
+        bool is_unix = strncmp(c->http_listen, "unix:", 5) == 0;
+        int r = is_unix ? bind_socket(c->http_listen + 5, 0660, VERIFY_SOCKET_GROUP, &fd)
+                        : bind_tcp(c->http_listen, &fd);
+        if (r < 0)
+            return r;
+        l[n++] = (listen_fd){.fd = fd, .kind = SOCK_HTTP,
+                             .path = is_unix ? strdup(c->http_listen + 5) : NULL};
+        log_info("listening on %s (http)", c->http_listen);
     }
     *ret_n = n;
     return 0;
@@ -399,6 +463,11 @@ int main(int argc, char **argv)
         log_error("store %s: %s", c.store, err ? err : strerror(-r));
         goto finish;
     }
+    for (size_t i = 0; i < n_listeners; i++)
+        if (listeners[i].kind == SOCK_HTTP && (r = http_init(&c)) < 0) {
+            log_error("cannot set up HTTP: %s", strerror(-r));
+            goto finish;
+        }
     r = server_start(&c, listeners, n_listeners);
     if (r < 0) {
         log_error("cannot start the serving loops: %s", strerror(-r));
@@ -440,6 +509,8 @@ int main(int argc, char **argv)
         log_warning("exiting with admin calls still in flight");
     state_finish();
     server_free();
+    http_free();
+    metrics_free();
     log_event(LOG_INFO, &(log_fields){.event = "shutdown", .peer_uid = -1, .peer_pid = -1},
               "heare-authd stopped");
     exit_code = 0;

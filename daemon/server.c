@@ -18,19 +18,24 @@
 #include <urcu-qsbr.h>
 
 #include "daemon.h"
+#include "http.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
+#include "metrics.h"
 #include "secret.h"
 
 /* Each loop wakes at least this often so that it reports an RCU quiescent state: this
  * bounds how long a retired keystore waits before it is freed. */
 #define LOOP_MAX_WAIT_MS 500
-/* Connections per worker; over it a new connection is closed at once. */
+/* Connections per worker (Varlink and HTTP together); over it a new connection is closed
+ * at once. */
 #define MAX_CONNS_PER_WORKER 4096
 /* Stop reading a connection's calls while this much output waits for the peer. */
 #define OUT_HIGH_WATER (1024 * 1024)
 #define DRAIN_TIMEOUT_MS 5000
+/* After the drain deadline, how long torn-down HTTP connections get to close. */
+#define ABORT_GRACE_MS 200
 #define ACCEPT_BATCH 64
 
 typedef struct worker worker;
@@ -57,8 +62,10 @@ struct worker {
     h2o_timeout_t idle_timeout;
     h2o_linklist_t conns;
     size_t n_conns;
-    size_t n_pending; /* connections waiting for the store thread */
+    http_loop *http; /* NULL without an HTTP listener */
+    size_t n_pending; /* jobs out with the store thread */
     bool stopping;
+    bool aborted;
     uint64_t stop_deadline;
 };
 
@@ -79,6 +86,7 @@ typedef struct conn {
     bool reading;
     bool close_after_flush;
     bool pending_job;
+    bool pending_oneway; /* the call out with the store thread was oneway */
     bool eof; /* the peer finished sending: answer what it sent, then close */
     bool wipe_output; /* a reply carried a secret: wipe the buffers after sending */
 } conn;
@@ -90,15 +98,17 @@ struct call_ctx {
     bool answered;
 };
 
-/* A job's trip back from the store thread to the loop that owns the connection. */
+/* A job's trip back from the store thread to the loop that submitted it. */
 typedef struct pending {
     h2o_multithread_message_t super;
     job *j;
-    conn *c;
-    bool oneway;
+    worker *w;
+    loop_job_done_fn done;
+    void *userdata;
 } pending;
 
 static const conf *g_conf;
+static _Thread_local worker *t_worker; /* the loop running on this thread */
 static worker *g_workers;
 static size_t g_n_workers;
 
@@ -583,11 +593,15 @@ static void on_accept(h2o_socket_t *lsock, const char *err)
         h2o_socket_t *sock = h2o_evloop_socket_accept(lsock);
         if (!sock)
             break;
-        if (l->w->n_conns >= MAX_CONNS_PER_WORKER || l->w->stopping) {
+        if (l->w->n_conns + http_loop_conns(l->w->http) >= MAX_CONNS_PER_WORKER ||
+            l->w->stopping) {
             h2o_socket_close(sock);
             continue;
         }
-        conn_new(l->w, sock, l->kind);
+        if (l->kind == SOCK_HTTP)
+            http_accept(l->w->http, sock);
+        else
+            conn_new(l->w, sock, l->kind);
     }
 }
 
@@ -596,27 +610,23 @@ static void on_accept(h2o_socket_t *lsock, const char *err)
 static void job_done_on_store_thread(job *j)
 {
     pending *p = j->userdata;
-    h2o_multithread_send_message(&p->c->w->jobs_receiver, &p->super);
+    h2o_multithread_send_message(&p->w->jobs_receiver, &p->super);
 }
 
-void call_submit(call_ctx *ctx, job *j)
+int loop_submit(job *j, loop_job_done_fn done, void *userdata)
 {
     pending *p = calloc(1, sizeof(*p));
-    ctx->answered = true;
-    if (!p) {
-        job_free(j);
-        call_error(ctx, "io.heare.AuthAdmin.StoreUnavailable",
-                   json_pack("{s:s}", "reason", "out of memory"));
-        return;
-    }
+    if (!p)
+        return -ENOMEM;
     p->j = j;
-    p->c = ctx->c;
-    p->oneway = ctx->oneway;
+    p->w = t_worker;
+    p->done = done;
+    p->userdata = userdata;
     j->done = job_done_on_store_thread;
     j->userdata = p;
-    ctx->c->pending_job = true;
-    ctx->c->w->n_pending++;
+    p->w->n_pending++;
     state_submit(j);
+    return 0;
 }
 
 static void on_jobs_done(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
@@ -624,21 +634,41 @@ static void on_jobs_done(h2o_multithread_receiver_t *receiver, h2o_linklist_t *m
     while (!h2o_linklist_is_empty(messages)) {
         pending *p = H2O_STRUCT_FROM_MEMBER(pending, super.link, messages->next);
         h2o_linklist_unlink(&p->super.link);
-        conn *c = p->c;
-        c->pending_job = false;
-        c->w->n_pending--;
-        if (!c->sock) {
-            /* The peer went away while the store worked: the write stands, the answer has
-             * no one to go to. */
-            conn_free(c);
-        } else {
-            call_ctx ctx = {.c = c, .oneway = p->oneway};
-            method_admin_job_done(&ctx, p->j);
-            conn_process(c);
-        }
+        p->w->n_pending--;
+        p->done(p->j, p->userdata);
         job_free(p->j);
         free(p);
     }
+}
+
+/* A Varlink call's job came back: answer it and read the next call. */
+static void conn_job_done(job *j, void *userdata)
+{
+    conn *c = userdata;
+    c->pending_job = false;
+    if (!c->sock) {
+        /* The peer went away while the store worked: the write stands, the answer has no
+         * one to go to. */
+        conn_free(c);
+        return;
+    }
+    call_ctx ctx = {.c = c, .oneway = c->pending_oneway};
+    method_admin_job_done(&ctx, j);
+    conn_process(c);
+}
+
+void call_submit(call_ctx *ctx, job *j)
+{
+    ctx->answered = true;
+    if (loop_submit(j, conn_job_done, ctx->c) < 0) {
+        job_free(j);
+        call_error(ctx, "io.heare.AuthAdmin.StoreUnavailable",
+                   json_pack("{s:s}", "reason", "out of memory"));
+        return;
+    }
+    /* The answer comes back on this loop, so it cannot arrive before this is set. */
+    ctx->c->pending_job = true;
+    ctx->c->pending_oneway = ctx->oneway;
 }
 
 /* ---- loops ---- */
@@ -670,6 +700,7 @@ static void on_stop(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messag
         w->listeners[i].sock = NULL;
     }
     close_idle_conns(w);
+    http_loop_shutdown(w->http);
 }
 
 /* A wake-up only makes the loop finish its iteration, and so report a quiescent state. */
@@ -698,6 +729,7 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
 
+    t_worker = w;
     w->init_r = worker_init(w, g_lfds, g_n_lfds);
     phase_count(&g_n_started);
     if (w->init_r < 0)
@@ -708,14 +740,18 @@ static void *worker_main(void *arg)
         h2o_evloop_run(w->loop, LOOP_MAX_WAIT_MS);
         rcu_quiescent_state();
         if (w->stopping) {
-            if (w->n_conns == 0)
+            size_t busy = w->n_conns + http_loop_conns(w->http);
+            if (busy == 0 || (w->aborted && h2o_now(w->loop) >= w->stop_deadline))
                 break;
-            if (h2o_now(w->loop) >= w->stop_deadline) {
+            if (!w->aborted && h2o_now(w->loop) >= w->stop_deadline) {
                 log_warning("worker %u: %zu connections still busy after %d ms, closing them",
-                            w->idx, w->n_conns, DRAIN_TIMEOUT_MS);
+                            w->idx, busy, DRAIN_TIMEOUT_MS);
                 while (!h2o_linklist_is_empty(&w->conns))
                     conn_close(H2O_STRUCT_FROM_MEMBER(conn, link, w->conns.next));
-                break;
+                /* h2o closes its connections itself once their sockets fail. */
+                http_loop_abort(w->http);
+                w->aborted = true;
+                w->stop_deadline = h2o_now(w->loop) + ABORT_GRACE_MS;
             }
         }
     }
@@ -743,9 +779,17 @@ static int worker_init(worker *w, const listen_fd *lfds, size_t n)
     h2o_multithread_register_receiver(w->queue, &w->wake_receiver, on_wake);
     h2o_timeout_init(w->loop, &w->idle_timeout, (uint64_t)g_conf->idle_timeout_ms);
     h2o_linklist_init_anchor(&w->conns);
+    if (metrics_thread_init() < 0)
+        return -ENOMEM;
     w->listeners = calloc(n, sizeof(*w->listeners));
     if (!w->listeners)
         return -ENOMEM;
+    for (size_t i = 0; i < n; i++)
+        if (lfds[i].kind == SOCK_HTTP && !w->http) {
+            w->http = http_loop_new(w->loop);
+            if (!w->http)
+                return -ENOMEM;
+        }
     for (size_t i = 0; i < n; i++) {
         /* Each loop gets its own descriptor for the shared listening socket, so closing
          * it on one loop leaves the others accepting. */
@@ -806,9 +850,11 @@ static void worker_teardown(worker *w)
 {
     /* Deliver what was posted after the loop's last turn (wake-ups, late job answers). */
     h2o_evloop_run(w->loop, 0);
-    if (w->n_pending > 0 || !h2o_linklist_is_empty(&w->jobs_receiver._messages) ||
+    if (w->n_pending > 0 || http_loop_conns(w->http) > 0 ||
+        !h2o_linklist_is_empty(&w->jobs_receiver._messages) ||
         !h2o_linklist_is_empty(&w->wake_receiver._messages))
         return; /* an answer never came back: leave the loop to the process's exit */
+    http_loop_free(w->http);
     h2o_multithread_unregister_receiver(w->queue, &w->jobs_receiver);
     h2o_multithread_unregister_receiver(w->queue, &w->stop_receiver);
     h2o_multithread_unregister_receiver(w->queue, &w->wake_receiver);

@@ -18,6 +18,7 @@
 #include "keydoc.h"
 #include "keyops.h"
 #include "log.h"
+#include "metrics.h"
 #include "macro.h"
 #include "secret.h"
 #include "store.h"
@@ -55,6 +56,11 @@ const snapshot *state_snapshot(void)
 keystate *snapshot_state(const snapshot *snap, const keystore_key *k)
 {
     return snap->states[keystore_key_index(snap->ks, k)];
+}
+
+const conf *state_conf(void)
+{
+    return g_conf;
 }
 
 static snapshot *snapshot_free(snapshot *snap)
@@ -238,6 +244,8 @@ static int reload(bool force, snapshot **ret_old)
     *ret_old = NULL;
     int r = store_load(g_store, force || g_from_cache ? NULL : g_version, &buf, &len, &version,
                        &err);
+    metrics_count_store_read(r == 1 ? METRICS_READ_UNCHANGED : r < 0 ? METRICS_READ_ERROR
+                                                                  : METRICS_READ_CHANGED);
     if (r == 1) {
         /* Readable again after a failure: the keys we serve are the store's. */
         pthread_mutex_lock(&g_lock);
@@ -395,6 +403,10 @@ static void run_write(job *j, snapshot **ret_old)
     char *err = NULL;
 
     int r = store_update(g_store, mutate, j, &doc, &version, &err);
+    /* A refused change (bad parameter, unknown key) never reached the store. */
+    if (r != -EINVAL && r != -ENOKEY)
+        metrics_count_store_write(r >= 0 ? METRICS_WRITE_OK : r == -ESTALE ? METRICS_WRITE_CONFLICT
+                                                                            : METRICS_WRITE_ERROR);
     if (r < 0) {
         j->r = r;
         j->error_reason = err;

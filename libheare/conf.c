@@ -62,7 +62,7 @@ static const conf_key_info keys[] = {
     {"verify-socket", "/run/heare-auth/verify.sock", NULL, "verify socket path", true},
     {"admin-socket", "/run/heare-auth/admin.sock", NULL, "admin socket path", true},
     {"http-listen", "off", "HTTP_LISTEN", "HTTP listener: HOST:PORT, [ADDRESS]:PORT or unix:/PATH",
-     false},
+     true},
     {"admin-users", "none", NULL, "users (names or uids) allowed to call the admin interface",
      true},
     {"admin-groups", "none", NULL, "groups (names or gids) allowed to call the admin interface",

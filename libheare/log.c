@@ -136,6 +136,7 @@ static void emit_json(int priority, const log_fields *f, const char *message)
         put_int(o, "peer_uid", f->peer_uid);
         put_int(o, "peer_pid", f->peer_pid);
         put_str(o, "peer_unit", f->peer_unit);
+        put_str(o, "peer_addr", f->peer_addr);
         put_str(o, "changed", f->changed);
     }
     timestamp(ts);
@@ -203,6 +204,7 @@ static int emit_journal(int priority, const log_fields *f, const char *message)
         add_int_field(iov, bufs, &n, "HEARE_PEER_UID", f->peer_uid);
         add_int_field(iov, bufs, &n, "HEARE_PEER_PID", f->peer_pid);
         add_field(iov, bufs, &n, "HEARE_PEER_UNIT", f->peer_unit);
+        add_field(iov, bufs, &n, "HEARE_PEER_ADDR", f->peer_addr);
         add_field(iov, bufs, &n, "HEARE_CHANGED", f->changed);
     }
     r = sd_journal_sendv(iov, (int)n);

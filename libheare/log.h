@@ -25,6 +25,7 @@ typedef struct log_fields {
     int64_t peer_uid;       /* HEARE_PEER_UID / "peer_uid", -1 none */
     int64_t peer_pid;       /* HEARE_PEER_PID / "peer_pid", -1 none */
     const char *peer_unit;  /* HEARE_PEER_UNIT / "peer_unit" */
+    const char *peer_addr;  /* HTTP peer address: HEARE_PEER_ADDR / "peer_addr" */
     const char *changed;    /* audit: comma-separated changed fields / "changed" */
 } log_fields;
 

@@ -57,7 +57,7 @@ static void test_keys_table(void)
         "store",        "poll-interval", "cache",        "verify-socket",
         "admin-socket", "admin-users",   "admin-groups", "log-format",
         "log-level",    "log-verify",    "idle-timeout", "threads",
-        "max-failures-per-minute",
+        "max-failures-per-minute", "http-listen",
     };
     size_t n;
     const conf_key_info *k = conf_keys(&n);
@@ -329,12 +329,12 @@ static void test_inactive(void)
     CHECK_INT(conf_init(&c), 0);
     CHECK_INT(conf_set(&c, "poll-interval", "5s", &err), 0);
     CHECK_INT(c.inactive_set, 0);
-    CHECK_INT(conf_set(&c, "http-listen", "127.0.0.1:8080", &err), 0);
-    CHECK_INT(c.inactive_set, UINT64_C(1) << key_index("http-listen"));
-    CHECK_STR(c.http_listen, "127.0.0.1:8080");
+    CHECK_INT(conf_set(&c, "metrics-url", "udp://127.0.0.1:8125", &err), 0);
+    CHECK_INT(c.inactive_set, UINT64_C(1) << key_index("metrics-url"));
+    CHECK_STR(c.metrics_url, "udp://127.0.0.1:8125");
     CHECK_INT(conf_set(&c, "metrics-interval", "10s", &err), 0);
     CHECK_INT(c.metrics_interval_ms, 10000);
-    CHECK_INT(c.inactive_set, (UINT64_C(1) << key_index("http-listen")) |
+    CHECK_INT(c.inactive_set, (UINT64_C(1) << key_index("metrics-url")) |
                                   (UINT64_C(1) << key_index("metrics-interval")));
     /* An active key sets no bit. */
     CHECK_INT(conf_set(&c, "max-failures-per-minute", "10", &err), 0);
@@ -558,7 +558,7 @@ static void test_env(void)
         CHECK_STR(c.http_listen, "127.0.0.1:8000");
         CHECK_STR(c.metrics_secret, "pushtoken");
         CHECK(c.inactive_set & (UINT64_C(1) << key_index("s3-region")));
-        CHECK(c.inactive_set & (UINT64_C(1) << key_index("http-listen")));
+        CHECK(!(c.inactive_set & (UINT64_C(1) << key_index("http-listen"))));
         CHECK(!(c.inactive_set & (UINT64_C(1) << key_index("store"))));
         clear_env();
     }
@@ -639,7 +639,7 @@ static void test_dump(void)
     CHECK(check_contains(dump, "log-verify = all\n"));
     CHECK(check_contains(dump, "admin-users =\n"));
     CHECK(check_contains(dump, "s3-addressing = virtual  # not active yet\n"));
-    CHECK(check_contains(dump, "http-listen =  # not active yet\n"));
+    CHECK(check_contains(dump, "http-listen =\n"));
     CHECK(check_contains(dump, "metrics-secret =  # not active yet\n"));
     CHECK(check_contains(dump, "max-failures-per-minute = 600\n"));
     CHECK(!check_contains(dump, "(set)"));

@@ -1,0 +1,640 @@
+/* http: SPEC §6 on h2o. h2o parses HTTP/1.1 (and HTTP/2), enforces the request timeout and
+ * the body limit, and runs keep-alive and pipelining; this file routes the five paths and
+ * answers them from the same verify, health, refresh and metrics code as the Varlink
+ * methods. Bodies are the Python service's (*compat*). */
+#include <errno.h>
+#include <inttypes.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include "daemon.h"
+#include "errors.h"
+#include "http.h"
+#include "json-util.h"
+#include "log.h"
+#include "macro.h"
+#include "metrics.h"
+#include "secret.h"
+
+#define JSON_TYPE "application/json"
+
+struct http_loop {
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_linklist_t conns; /* tracked */
+    size_t n_conns;
+};
+
+/* One per connection, to count it and to find its descriptor at drain time. h2o calls
+ * on_close whichever way the connection ends (HTTP/1 or HTTP/2). */
+typedef struct tracked {
+    h2o_linklist_t link;
+    http_loop *hl;
+    h2o_socket_t *sock;
+} tracked;
+
+static h2o_globalconf_t g_config;
+static bool g_config_inited;
+
+/* ---- answers ---- */
+
+static void add_header(h2o_req_t *req, const h2o_token_t *token, const char *value, size_t len)
+{
+    h2o_add_header(&req->pool, &req->res.headers, token, NULL, value, len);
+}
+
+static void add_header_str(h2o_req_t *req, const char *name, const char *value, size_t len)
+{
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, value,
+                          len);
+}
+
+static const char *reason_of(int status)
+{
+    switch (status) {
+    case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 422: return "Unprocessable Entity";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "";
+    }
+}
+
+static void respond(h2o_req_t *req, int status, const char *type, const char *body, size_t len)
+{
+    req->res.status = status;
+    req->res.reason = reason_of(status);
+    if (type)
+        add_header(req, H2O_TOKEN_CONTENT_TYPE, type, strlen(type));
+    /* A known length keeps the connection alive whatever the status (h2o closes it after a
+     * chunked non-200). */
+    req->res.content_length = len;
+    h2o_send_inline(req, body ? body : "", len);
+}
+
+static void respond_str(h2o_req_t *req, int status, const char *json)
+{
+    respond(req, status, JSON_TYPE, json, strlen(json));
+}
+
+/* Sends a JSON value (consumed). */
+static void respond_json(h2o_req_t *req, int status, json_t *v)
+{
+    _cleanup_json_ json_t *owned = v;
+    _cleanup_free_ char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    if (!text) {
+        respond_str(req, 500, "{\"detail\":\"out of memory\"}");
+        return;
+    }
+    respond(req, status, JSON_TYPE, text, strlen(text));
+}
+
+static void set_retry_after(h2o_req_t *req, int64_t retry_ms)
+{
+    char s[24];
+    int n = snprintf(s, sizeof(s), "%" PRId64, (retry_ms + 999) / 1000);
+    add_header(req, H2O_TOKEN_RETRY_AFTER, s, (size_t)n);
+}
+
+/* ---- the peer ---- */
+
+typedef struct http_peer {
+    struct sockaddr_storage sa;
+    socklen_t len;
+    char addr[NI_MAXHOST];
+    verify_peer v;
+} http_peer;
+
+static void get_peer(h2o_req_t *req, http_peer *p)
+{
+    p->len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&p->sa);
+    p->v = (verify_peer){.uid = -1, .pid = -1};
+    if (p->len > 0 && p->sa.ss_family == AF_UNIX) {
+        /* A local process: judged by its uid, like on the Varlink sockets. */
+        struct ucred cred;
+        socklen_t n = sizeof(cred);
+        h2o_socket_t *sock = req->conn->callbacks->get_socket(req->conn);
+        if (sock &&
+            getsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_PEERCRED, &cred, &n) == 0) {
+            p->v.throttle = cred.uid;
+            p->v.uid = cred.uid;
+            p->v.pid = cred.pid;
+        }
+        return;
+    }
+    if (p->len == 0 || h2o_socket_getnumerichost((struct sockaddr *)&p->sa, p->len, p->addr) ==
+                           SIZE_MAX) {
+        strcpy(p->addr, "unknown");
+        p->v.throttle = UINT32_MAX;
+    } else {
+        p->v.throttle = throttle_peer_addr((struct sockaddr *)&p->sa);
+    }
+    p->v.addr = p->addr;
+}
+
+/* Loopback (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104) or a local Unix socket peer: judged on
+ * the address the kernel gave, never on a header. */
+static bool peer_is_local(const http_peer *p)
+{
+    if (p->len == 0)
+        return false;
+    switch (p->sa.ss_family) {
+    case AF_UNIX:
+        return true;
+    case AF_INET:
+        return (ntohl(((const struct sockaddr_in *)&p->sa)->sin_addr.s_addr) >> 24) == 127;
+    case AF_INET6: {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)&p->sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) || (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    default:
+        return false;
+    }
+}
+
+/* ---- request helpers ---- */
+
+/* The value of a request header as a NUL-terminated copy in the request's pool, or NULL. */
+static char *header_dup(h2o_req_t *req, const h2o_token_t *token, const char *name)
+{
+    ssize_t i = token ? h2o_find_header(&req->headers, token, -1)
+                      : h2o_find_header_by_str(&req->headers, name, strlen(name), -1);
+    if (i < 0)
+        return NULL;
+    h2o_iovec_t v = req->headers.entries[i].value;
+    return h2o_strdup(&req->pool, v.base, v.len).base;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20;
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* The first value of a query parameter, percent- and '+'-decoded into the request's pool;
+ * NULL if absent or if it decodes to something with a NUL in it. */
+static char *query_param(h2o_req_t *req, const char *name)
+{
+    if (req->query_at == SIZE_MAX)
+        return NULL;
+    const char *p = req->path.base + req->query_at + 1;
+    const char *end = req->path.base + req->path.len;
+    size_t name_len = strlen(name);
+
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        const char *stop = amp ? amp : end;
+        if ((size_t)(stop - p) > name_len && memcmp(p, name, name_len) == 0 &&
+            p[name_len] == '=') {
+            const char *v = p + name_len + 1;
+            char *out = h2o_mem_alloc_pool(&req->pool, (size_t)(stop - v) + 1);
+            size_t n = 0;
+            for (; v < stop; v++) {
+                int hi, lo;
+                if (*v == '%' && stop - v >= 3 && (hi = hexval(v[1])) >= 0 &&
+                    (lo = hexval(v[2])) >= 0) {
+                    out[n++] = (char)(hi << 4 | lo);
+                    v += 2;
+                } else {
+                    out[n++] = *v == '+' ? ' ' : *v;
+                }
+            }
+            out[n] = 0;
+            return strlen(out) == n ? out : NULL;
+        }
+        p = stop + 1;
+    }
+    return NULL;
+}
+
+/* ---- POST /verify ---- */
+
+static void respond_unprocessable(h2o_req_t *req, const char *field, const char *msg,
+                                  const char *type)
+{
+    respond_json(req, 422,
+                 json_pack("{s:[{s:[s,s],s:s,s:s}]}", "detail", "loc", "body", field, "msg",
+                           msg, "type", type));
+}
+
+static void respond_verify_failure(h2o_req_t *req, int status, const char *error,
+                                   const verify_result *r)
+{
+    char body[256];
+    int n = snprintf(body, sizeof(body),
+                     "{\"detail\":{\"valid\":false,\"error\":\"%s\",\"code\":\"%s\"", error,
+                     keystore_code_name(r->code));
+    if (r->code == VERIFY_RATE_LIMITED) {
+        n += snprintf(body + n, sizeof(body) - (size_t)n, ",\"retry_after_ms\":%" PRId64,
+                      r->retry_after_ms);
+        set_retry_after(req, r->retry_after_ms);
+    }
+    n += snprintf(body + n, sizeof(body) - (size_t)n, "}}");
+    respond(req, status, JSON_TYPE, body, (size_t)n);
+}
+
+static void handle_verify(h2o_req_t *req)
+{
+    json_error_t jerr;
+    _cleanup_json_ json_t *body = NULL;
+
+    if (req->entity.base)
+        body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr);
+    /* The body holds the key: the parsed copy is all we need from here on. */
+    if (req->entity.base)
+        secret_wipe(req->entity.base, req->entity.len);
+    if (!body) {
+        respond_str(req, 400, "{\"detail\":\"request body is not valid JSON\"}");
+        return;
+    }
+    json_t *key = json_is_object(body) ? json_object_get(body, "api_key") : NULL;
+    json_t *scope = json_is_object(body) ? json_object_get(body, "scope") : NULL;
+    if (!json_is_string(key)) {
+        respond_unprocessable(req, "api_key", "field required", "value_error.missing");
+        return;
+    }
+    if (scope && !json_is_null(scope) && !json_is_string(scope)) {
+        respond_unprocessable(req, "scope", "str type expected", "type_error.str");
+        return;
+    }
+
+    http_peer peer;
+    verify_result r;
+    get_peer(req, &peer);
+    verify_run((char *)json_string_value(key), json_string_length(key),
+               json_string_value(scope), header_dup(req, H2O_TOKEN_USER_AGENT, NULL), &peer.v,
+               &r);
+
+    switch (r.code) {
+    case VERIFY_VALID: {
+        char stack[2048];
+        size_t n = verify_render(&r, stack, sizeof(stack));
+        if (n < sizeof(stack)) {
+            respond(req, 200, JSON_TYPE, stack, n);
+        } else {
+            /* A key with very large metadata: render into the request's pool. */
+            char *buf = h2o_mem_alloc_pool(&req->pool, n + 1);
+            verify_render(&r, buf, n + 1);
+            respond(req, 200, JSON_TYPE, buf, n);
+        }
+        return;
+    }
+    case VERIFY_FORBIDDEN:
+        respond_verify_failure(req, 403, "Insufficient scope", &r);
+        return;
+    case VERIFY_RATE_LIMITED:
+        respond_verify_failure(req, 429, "Rate limit exceeded", &r);
+        return;
+    default:
+        respond_verify_failure(req, 401, "Invalid API key", &r);
+        return;
+    }
+}
+
+/* ---- any method /auth ---- */
+
+/* A key's name as a header value: control characters, which would end the header, become
+ * spaces. */
+static h2o_iovec_t header_safe(h2o_req_t *req, const char *s)
+{
+    h2o_iovec_t v = h2o_strdup(&req->pool, s, SIZE_MAX);
+    for (size_t i = 0; i < v.len; i++)
+        if ((unsigned char)v.base[i] < 0x20 || v.base[i] == 0x7f)
+            v.base[i] = ' ';
+    return v;
+}
+
+static void respond_auth_ok(h2o_req_t *req, const keystore_key *k)
+{
+    const char *id = keystore_key_id(k);
+    h2o_iovec_t name = header_safe(req, keystore_key_name(k));
+    const json_t *scopes = json_object_get(keystore_key_object(k), "scopes");
+    size_t len = 0, i;
+    const json_t *s;
+
+    json_array_foreach(scopes, i, s)
+        len += json_string_length(s) + 1;
+    char *list = h2o_mem_alloc_pool(&req->pool, len + 1);
+    len = 0;
+    json_array_foreach(scopes, i, s) {
+        if (len)
+            list[len++] = ',';
+        memcpy(list + len, json_string_value(s), json_string_length(s));
+        len += json_string_length(s);
+    }
+    add_header_str(req, "x-auth-key-id", id, strlen(id));
+    add_header_str(req, "x-auth-key-name", name.base, name.len);
+    add_header_str(req, "x-auth-scopes", list, len);
+    respond(req, 200, NULL, "", 0);
+}
+
+static void respond_auth_unauthorized(h2o_req_t *req)
+{
+    static const char challenge[] = "Bearer realm=\"heare-auth\"";
+    add_header(req, H2O_TOKEN_WWW_AUTHENTICATE, challenge, sizeof(challenge) - 1);
+    respond(req, 401, NULL, "", 0);
+}
+
+/* The key from "Authorization: Bearer <key>", else from "X-API-Key". The returned bytes are
+ * the request's own (so they can be wiped once used). */
+static bool auth_key(h2o_req_t *req, char **ret, size_t *ret_len)
+{
+    ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
+    if (i >= 0) {
+        h2o_iovec_t v = req->headers.entries[i].value;
+        if (v.len > 7 && h2o_lcstris(v.base, 7, H2O_STRLIT("bearer "))) {
+            char *p = v.base + 7, *end = v.base + v.len;
+            while (p < end && *p == ' ')
+                p++;
+            while (end > p && end[-1] == ' ')
+                end--;
+            if (end > p) {
+                *ret = p;
+                *ret_len = (size_t)(end - p);
+                return true;
+            }
+        }
+    }
+    i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-api-key"), -1);
+    if (i >= 0 && req->headers.entries[i].value.len > 0) {
+        *ret = req->headers.entries[i].value.base;
+        *ret_len = req->headers.entries[i].value.len;
+        return true;
+    }
+    return false;
+}
+
+static void handle_auth(h2o_req_t *req)
+{
+    char *key;
+    size_t key_len;
+
+    if (!auth_key(req, &key, &key_len)) {
+        respond_auth_unauthorized(req);
+        return;
+    }
+    char *scope = header_dup(req, NULL, "x-auth-scope");
+    if (!scope)
+        scope = query_param(req, "scope");
+
+    http_peer peer;
+    verify_result r;
+    get_peer(req, &peer);
+    verify_run(key, key_len, scope, header_dup(req, H2O_TOKEN_USER_AGENT, NULL), &peer.v, &r);
+
+    switch (r.code) {
+    case VERIFY_VALID:
+        respond_auth_ok(req, r.key);
+        return;
+    case VERIFY_FORBIDDEN:
+        respond(req, 403, NULL, "", 0);
+        return;
+    case VERIFY_RATE_LIMITED:
+        set_retry_after(req, r.retry_after_ms);
+        respond(req, 429, NULL, "", 0);
+        return;
+    default:
+        respond_auth_unauthorized(req);
+        return;
+    }
+}
+
+/* ---- GET /health, GET /metrics ---- */
+
+static void handle_health(h2o_req_t *req)
+{
+    const char *status = NULL;
+    json_t *reply = health_reply(&status);
+    respond_json(req, status && strcmp(status, "unhealthy") == 0 ? 503 : 200, reply);
+}
+
+static void handle_metrics(h2o_req_t *req)
+{
+    _cleanup_free_ char *text = NULL;
+    size_t len;
+    if (metrics_render_prometheus(&text, &len) < 0) {
+        respond_str(req, 500, "{\"detail\":\"out of memory\"}");
+        return;
+    }
+    respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+}
+
+/* ---- POST /refresh: answered when the store thread is done ---- */
+
+/* The request may go away (its connection closed) while the store thread works: the pool
+ * object below is disposed with the request and cuts the link, so the answer is dropped. */
+typedef struct refresh_wait {
+    h2o_req_t *req;
+    struct refresh_link *link;
+} refresh_wait;
+
+typedef struct refresh_link {
+    refresh_wait *wait;
+} refresh_link;
+
+static void on_refresh_req_disposed(void *p)
+{
+    refresh_link *link = p;
+    if (link->wait)
+        link->wait->req = NULL;
+}
+
+static void on_refresh_done(job *j, void *userdata)
+{
+    refresh_wait *w = userdata;
+    h2o_req_t *req = w->req;
+
+    if (req) {
+        w->link->wait = NULL;
+        if (j->r < 0) {
+            respond_json(req, 503,
+                         json_pack("{s:b,s:s}", "success", false, "detail",
+                                   j->error_reason ? j->error_reason : errors_str(j->r)));
+        } else {
+            json_t *n = json_object_get(j->reply, "keys_loaded");
+            respond_json(req, 200,
+                         json_pack("{s:b,s:I}", "success", true, "keys_loaded",
+                                   json_integer_value(n)));
+        }
+    }
+    free(w);
+}
+
+static void handle_refresh(h2o_req_t *req)
+{
+    http_peer peer;
+    get_peer(req, &peer);
+    if (!peer_is_local(&peer)) {
+        log_event(LOG_NOTICE,
+                  &(log_fields){.event = "refresh_refused", .peer_addr = peer.addr,
+                                .peer_uid = -1, .peer_pid = -1},
+                  "refused POST /refresh from %s: not a loopback peer", peer.addr);
+        respond_str(req, 403, "{\"detail\":\"refresh is allowed from loopback peers only\"}");
+        return;
+    }
+
+    job *j = calloc(1, sizeof(*j));
+    refresh_wait *w = calloc(1, sizeof(*w));
+    if (!j || !w || !(j->params = json_object())) {
+        free(w);
+        job_free(j);
+        respond_str(req, 500, "{\"detail\":\"out of memory\"}");
+        return;
+    }
+    j->kind = JOB_REFRESH;
+    w->req = req;
+    w->link = h2o_mem_alloc_shared(&req->pool, sizeof(*w->link), on_refresh_req_disposed);
+    w->link->wait = w;
+    if (loop_submit(j, on_refresh_done, w) < 0) {
+        w->link->wait = NULL;
+        free(w);
+        job_free(j);
+        respond_str(req, 500, "{\"detail\":\"out of memory\"}");
+    }
+}
+
+/* ---- routing ---- */
+
+static bool path_is(const h2o_req_t *req, const char *path)
+{
+    return h2o_memis(req->path_normalized.base, req->path_normalized.len, path, strlen(path));
+}
+
+static bool method_is(const h2o_req_t *req, const char *method)
+{
+    return h2o_memis(req->method.base, req->method.len, method, strlen(method));
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    bool get = method_is(req, "GET") || method_is(req, "HEAD");
+
+    if (path_is(req, "/verify") && method_is(req, "POST"))
+        handle_verify(req);
+    else if (path_is(req, "/auth"))
+        handle_auth(req);
+    else if (path_is(req, "/health") && get)
+        handle_health(req);
+    else if (path_is(req, "/refresh") && method_is(req, "POST"))
+        handle_refresh(req);
+    else if (path_is(req, "/metrics") && get)
+        handle_metrics(req);
+    else
+        respond_str(req, 404, "{\"detail\":\"Not Found\"}");
+    return 0;
+}
+
+/* ---- configuration and loops ---- */
+
+int http_init(const conf *c)
+{
+    h2o_config_init(&g_config);
+    g_config_inited = true;
+    g_config.server_name = h2o_iovec_init(H2O_STRLIT("heare-auth"));
+    g_config.max_request_entity_size = HTTP_MAX_BODY;
+    uint64_t timeout = (uint64_t)c->idle_timeout_ms;
+    g_config.http1.req_timeout = timeout < HTTP_REQUEST_TIMEOUT_MS ? timeout
+                                                                   : HTTP_REQUEST_TIMEOUT_MS;
+    g_config.http2.idle_timeout = g_config.http1.req_timeout;
+
+    h2o_hostconf_t *host = h2o_config_register_host(&g_config, h2o_iovec_init(H2O_STRLIT("default")),
+                                                    65535);
+    h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);
+    h2o_handler_t *handler = h2o_create_handler(path, sizeof(*handler));
+    if (!handler)
+        return -ENOMEM;
+    handler->on_req = on_req;
+    return 0;
+}
+
+void http_free(void)
+{
+    if (g_config_inited)
+        h2o_config_dispose(&g_config);
+    g_config_inited = false;
+}
+
+http_loop *http_loop_new(h2o_evloop_t *loop)
+{
+    http_loop *hl = calloc(1, sizeof(*hl));
+    if (!hl)
+        return NULL;
+    h2o_context_init(&hl->ctx, loop, &g_config);
+    hl->accept_ctx.ctx = &hl->ctx;
+    hl->accept_ctx.hosts = g_config.hosts;
+    h2o_linklist_init_anchor(&hl->conns);
+    return hl;
+}
+
+void http_loop_free(http_loop *hl)
+{
+    if (!hl)
+        return;
+    h2o_context_dispose(&hl->ctx);
+    free(hl);
+}
+
+static void on_conn_close(void *data)
+{
+    tracked *t = data;
+    h2o_linklist_unlink(&t->link);
+    t->hl->n_conns--;
+    free(t);
+}
+
+void http_accept(http_loop *hl, h2o_socket_t *sock)
+{
+    tracked *t = calloc(1, sizeof(*t));
+    if (!t) {
+        h2o_socket_close(sock);
+        return;
+    }
+    t->hl = hl;
+    t->sock = sock;
+    h2o_linklist_insert(&hl->conns, &t->link);
+    hl->n_conns++;
+    sock->on_close.cb = on_conn_close;
+    sock->on_close.data = t;
+    h2o_accept(&hl->accept_ctx, sock);
+}
+
+size_t http_loop_conns(const http_loop *hl)
+{
+    return hl ? hl->n_conns : 0;
+}
+
+static void shutdown_all(http_loop *hl, int how)
+{
+    for (h2o_linklist_t *n = hl->conns.next; n != &hl->conns; n = n->next) {
+        tracked *t = H2O_STRUCT_FROM_MEMBER(tracked, link, n);
+        shutdown(h2o_socket_get_fd(t->sock), how);
+    }
+}
+
+void http_loop_shutdown(http_loop *hl)
+{
+    if (!hl)
+        return;
+    /* Responses from now on say "Connection: close". Shutting the read side makes every
+     * connection that waits for a request see EOF, so h2o closes it; one whose request is
+     * being answered still gets its answer. */
+    h2o_context_request_shutdown(&hl->ctx);
+    shutdown_all(hl, SHUT_RD);
+}
+
+void http_loop_abort(http_loop *hl)
+{
+    if (hl)
+        shutdown_all(hl, SHUT_RDWR);
+}

@@ -1,0 +1,34 @@
+/* http: the optional HTTP front (SPEC §6) on the same serving loops as Varlink. One
+ * h2o configuration for the process; one h2o context per loop that has an HTTP listener. */
+#pragma once
+
+#include <stddef.h>
+
+#include <h2o.h>
+
+#include "conf.h"
+
+/* How long a request may take to arrive whole (headers and body), and how long an idle
+ * keep-alive connection stays open: min(idle-timeout, this). */
+#define HTTP_REQUEST_TIMEOUT_MS 10000
+/* Request bodies over this get 413 (SPEC §6). */
+#define HTTP_MAX_BODY (64 * 1024)
+
+typedef struct http_loop http_loop;
+
+/* Builds the process-wide h2o configuration. Main thread, before any loop starts. */
+int http_init(const conf *c);
+void http_free(void);
+
+/* The HTTP side of one serving loop; on the loop's own thread. NULL on OOM. */
+http_loop *http_loop_new(h2o_evloop_t *loop);
+/* Frees hl; only once it has no connections left. NULL is fine. */
+void http_loop_free(http_loop *hl);
+/* Serves a new connection. */
+void http_accept(http_loop *hl, h2o_socket_t *sock);
+/* Open connections (for the cap and the drain). */
+size_t http_loop_conns(const http_loop *hl);
+/* Drain: answers what was asked, keeps no connection alive, closes idle ones. */
+void http_loop_shutdown(http_loop *hl);
+/* At the drain deadline: tears every connection down. */
+void http_loop_abort(http_loop *hl);
