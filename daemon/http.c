@@ -581,6 +581,10 @@ void http_loop_free(http_loop *hl)
 {
     if (!hl)
         return;
+    /* h2o_context_request_shutdown() armed HTTP/2's GOAWAY timer, which h2o never
+     * disarms itself; a timeout may not be disposed with entries on it. */
+    if (h2o_timeout_is_linked(&hl->ctx.http2._graceful_shutdown_timeout))
+        h2o_timeout_unlink(&hl->ctx.http2._graceful_shutdown_timeout);
     h2o_context_dispose(&hl->ctx);
     free(hl);
 }

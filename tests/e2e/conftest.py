@@ -499,3 +499,68 @@ def tmpdir_e2e():
     os.chmod(d, 0o755)
     yield d
     shutil.rmtree(d, ignore_errors=True)
+
+
+# -- HTTP --------------------------------------------------------------------------------
+
+def free_port(host="127.0.0.1"):
+    """A TCP port nobody listens on right now (bound and released)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+class HttpReply:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers  # lower-case name -> value
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def http_request(host, port, method, path, body=None, headers=None, timeout=CALL_TIMEOUT):
+    """One request on a new connection with http.client; returns an HttpReply."""
+    import http.client
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        conn.request(method, path, body=body, headers=headers or {})
+        r = conn.getresponse()
+        data = r.read()
+        return HttpReply(r.status, {k.lower(): v for k, v in r.getheaders()}, data)
+    finally:
+        conn.close()
+
+
+def raw_http(host, port, data, timeout=5.0):
+    """Sends raw bytes, returns every byte the daemon sends until it closes (or timeout)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect((host, port))
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+def http_daemon_args(host="127.0.0.1"):
+    """extra_args for a daemon with an HTTP listener, and the (host, port) it listens on."""
+    port = free_port(host)
+    spec = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return ["--http-listen", spec], (host, port)
