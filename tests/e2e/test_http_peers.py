@@ -1,0 +1,228 @@
+"""Real peers of the HTTP listener: Debian's nginx doing auth_request against /auth in front
+of an upstream that echoes the headers it gets, and a client in another network namespace
+(over a veth pair) that /refresh must refuse because it is not loopback."""
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from conftest import free_port, http_daemon_args, http_request, wait_for
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    access_log {dir}/access.log;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+
+    upstream heare_auth {{ server 127.0.0.1:{auth_port}; keepalive 8; }}
+
+    server {{
+        listen 127.0.0.1:{port};
+
+        # The tested snippet of docs/http.md.
+        location = /_heare_auth {{
+            internal;
+            proxy_pass http://heare_auth/auth;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_pass_request_body off;
+            proxy_set_header Content-Length "";
+            proxy_set_header X-Auth-Scope $heare_scope;
+        }}
+
+        location /docs/ {{
+            set $heare_scope "docs.read";
+            auth_request /_heare_auth;
+            auth_request_set $heare_key_id $upstream_http_x_auth_key_id;
+            auth_request_set $heare_key_name $upstream_http_x_auth_key_name;
+            proxy_set_header X-Auth-Key-Id $heare_key_id;
+            proxy_set_header X-Auth-Key-Name $heare_key_name;
+            proxy_pass http://127.0.0.1:{upstream_port};
+        }}
+
+        location /admin/ {{
+            set $heare_scope "admin.write";
+            auth_request /_heare_auth;
+            auth_request_set $heare_key_id $upstream_http_x_auth_key_id;
+            proxy_set_header X-Auth-Key-Id $heare_key_id;
+            proxy_pass http://127.0.0.1:{upstream_port};
+        }}
+    }}
+}}
+"""
+
+
+class Echo(http.server.BaseHTTPRequestHandler):
+    """The protected service: answers with the request headers it received, as JSON."""
+
+    def do_GET(self):
+        body = json.dumps({k.lower(): v for k, v in self.headers.items()}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *a):
+        pass
+
+
+@pytest.fixture
+def upstream():
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    t = threading.Thread(target=srv.serve_forever, daemon=True)
+    t.start()
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def nginx(make_daemon, upstream, tmpdir_e2e):
+    assert os.access(NGINX, os.X_OK), "nginx is missing: tests/run installs it"
+    args, (_, auth_port) = http_daemon_args()
+    d = make_daemon(extra_args=args)
+    port = free_port()
+    conf = os.path.join(tmpdir_e2e, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(NGINX_CONF.format(dir=tmpdir_e2e, port=port, auth_port=auth_port,
+                                  upstream_port=upstream))
+    # nginx's workers run as nobody: they need to reach the temp dirs
+    os.chmod(tmpdir_e2e, 0o755)
+    log = open(os.path.join(tmpdir_e2e, "nginx.out"), "wb")
+    proc = subprocess.Popen([NGINX, "-c", conf, "-p", tmpdir_e2e], stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL)
+
+    def up():
+        if proc.poll() is not None:
+            pytest.fail("nginx exited: " + open(os.path.join(tmpdir_e2e, "nginx.out")).read()
+                        + open(os.path.join(tmpdir_e2e, "error.log")).read())
+        try:
+            http_request("127.0.0.1", port, "GET", "/", timeout=1)
+            return True
+        except OSError:
+            return False
+
+    wait_for(up, 10, what="nginx listening")
+    yield d, port
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    log.close()
+
+
+def via_nginx(port, path, headers=None):
+    return http_request("127.0.0.1", port, "GET", path, headers=headers)
+
+
+def test_nginx_auth_request(nginx):
+    d, port = nginx
+    key, secret = d.create("nginx-client", scopes=["docs.read"])
+    d.watch(secret)
+    gone, gone_secret = d.create("deleted")
+    d.call("io.heare.AuthAdmin.DeleteKey", {"id": gone["id"]})
+    d.watch(gone_secret)
+
+    # no key
+    r = via_nginx(port, "/docs/a")
+    assert r.status == 401
+    assert r.headers.get("www-authenticate") == 'Bearer realm="heare-auth"'
+    # bad keys
+    assert via_nginx(port, "/docs/a", {"Authorization": f"Bearer {gone_secret}"}).status == 401
+    assert via_nginx(port, "/docs/a", {"X-API-Key": "sec_1" + "Z" * 38}).status == 401
+    # good key, both ways of passing it: the upstream sees who it was
+    for headers in ({"Authorization": f"Bearer {secret}"}, {"X-API-Key": secret}):
+        r = via_nginx(port, "/docs/a", headers)
+        assert r.status == 200, r.body
+        seen = r.json()
+        assert seen["x-auth-key-id"] == key["id"]
+        assert seen["x-auth-key-name"] == "nginx-client"
+    # a scope the key lacks
+    assert via_nginx(port, "/admin/x", {"Authorization": f"Bearer {secret}"}).status == 403
+    # the verifications went through the daemon, with nginx as the peer
+    assert d.verify(secret)["code"] == "VALID"
+    ev = [e for e in d.events("verification_success") if e.get("peer_addr") == "127.0.0.1"]
+    assert len(ev) >= 2
+
+
+# -- /refresh from a peer that is not loopback ------------------------------------------------
+
+def ip(*args, check=True):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20,
+                          check=check)
+
+
+@pytest.fixture
+def netns():
+    """A network namespace joined to this one by a veth pair: host side 10.213.7.1, namespace
+    side 10.213.7.2. Removed afterwards."""
+    assert os.geteuid() == 0, "this test makes a network namespace: it runs as root in CI"
+    tag = uuid.uuid4().hex[:6]
+    ns, host_if, ns_if = f"heare-t-{tag}", f"vh{tag}", f"vn{tag}"
+    try:
+        ip("netns", "add", ns)
+        ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        ip("link", "set", ns_if, "netns", ns)
+        ip("addr", "add", "10.213.7.1/24", "dev", host_if)
+        ip("link", "set", host_if, "up")
+        ip("netns", "exec", ns, "ip", "addr", "add", "10.213.7.2/24", "dev", ns_if)
+        ip("netns", "exec", ns, "ip", "link", "set", ns_if, "up")
+        ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        yield ns
+    finally:
+        ip("link", "del", host_if, check=False)
+        ip("netns", "del", ns, check=False)
+
+
+def curl_in(ns, *args):
+    res = subprocess.run(["ip", "netns", "exec", ns, "curl", "-s", "--max-time", "10",
+                          "-o", "/dev/stdout", "-w", "\n%{http_code}", *args],
+                         capture_output=True, text=True, timeout=30)
+    body, _, code = res.stdout.rpartition("\n")
+    return int(code or 0), body
+
+
+def test_refresh_refused_from_a_non_loopback_peer(make_daemon, netns):
+    port = free_port("10.213.7.1")
+    d = make_daemon(extra_args=["--http-listen", f"10.213.7.1:{port}"])
+    key, secret = d.create("remote")
+    d.watch(secret)
+    url = f"http://10.213.7.1:{port}"
+
+    # the other host is served...
+    code, body = curl_in(netns, "-X", "POST", "-d", json.dumps({"api_key": secret}),
+                         url + "/verify")
+    assert code == 200 and json.loads(body)["key_id"] == key["id"]
+    # ...but may not refresh, whatever headers it sends
+    for extra in ([], ["-H", "X-Forwarded-For: 127.0.0.1"], ["-H", "X-Real-IP: 127.0.0.1"],
+                  ["-H", "Forwarded: for=127.0.0.1"], ["-H", "Host: localhost"]):
+        code, body = curl_in(netns, "-X", "POST", *extra, url + "/refresh")
+        assert code == 403, (extra, body)
+        assert "loopback" in json.loads(body)["detail"]
+    refused = wait_for(lambda: d.events("refresh_refused"), 5, what="refusal logged")
+    assert refused[0]["peer_addr"] == "10.213.7.2"
+    # this host, through the non-loopback address, is not loopback either
+    r = http_request("10.213.7.1", port, "POST", "/refresh")
+    assert r.status == 403
+    # health from the other host is fine
+    code, body = curl_in(netns, url + "/health")
+    assert code == 200 and json.loads(body)["status"] == "healthy"
