@@ -385,8 +385,10 @@ static void handle_auth(h2o_req_t *req)
         return;
     }
     char *scope = header_dup(req, NULL, "x-auth-scope");
-    if (!scope)
+    if (!scope || !*scope)
         scope = query_param(req, "scope");
+    if (scope && !*scope)
+        scope = NULL; /* an empty scope asks for none */
 
     http_peer peer;
     verify_result r;
@@ -516,13 +518,20 @@ static bool method_is(const h2o_req_t *req, const char *method)
     return h2o_memis(req->method.base, req->method.len, method, strlen(method));
 }
 
+/* "/auth", or under it: Envoy's ext_authz puts the original path after its path_prefix. */
+static bool path_is_auth(const h2o_req_t *req)
+{
+    h2o_iovec_t p = req->path_normalized;
+    return p.len >= 5 && memcmp(p.base, "/auth", 5) == 0 && (p.len == 5 || p.base[5] == '/');
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     bool get = method_is(req, "GET") || method_is(req, "HEAD");
 
     if (path_is(req, "/verify") && method_is(req, "POST"))
         handle_verify(req);
-    else if (path_is(req, "/auth"))
+    else if (path_is_auth(req))
         handle_auth(req);
     else if (path_is(req, "/health") && get)
         handle_health(req);

@@ -219,6 +219,12 @@ def test_auth_scope_from_header_or_query(http):
     assert http.req("GET", "/auth?scope=docs.read", headers=bearer).status == 200
     assert http.req("GET", "/auth?x=1&scope=docs.write", headers=bearer).status == 403
     assert http.req("GET", "/auth?scope=admin.users%2Eread", headers=bearer).status == 200
+    # under /auth/ too: Envoy's ext_authz appends the original path to its path_prefix
+    assert http.req("GET", "/auth/docs/a?b=c", headers=bearer).status == 200
+    assert http.req("GET", "/auth/docs/a", headers={"X-API-Key": "x"}).status == 401
+    # an empty scope asks for none
+    assert http.req("GET", "/auth?scope=", headers=dict(bearer, **{"X-Auth-Scope": ""})
+                    ).status == 200
     # the header wins over the query
     assert http.req("GET", "/auth?scope=docs.write",
                     headers=dict(bearer, **{"X-Auth-Scope": "docs.read"})).status == 200
