@@ -42,15 +42,19 @@ static bool g_config_inited;
 
 /* ---- answers ---- */
 
+/* h2o keeps a pointer to a header's value until the response is sent (for HTTP/2, after
+ * this handler returned): values are copied into the request's pool. */
 static void add_header(h2o_req_t *req, const h2o_token_t *token, const char *value, size_t len)
 {
-    h2o_add_header(&req->pool, &req->res.headers, token, NULL, value, len);
+    h2o_iovec_t v = h2o_strdup(&req->pool, value, len);
+    h2o_add_header(&req->pool, &req->res.headers, token, NULL, v.base, v.len);
 }
 
 static void add_header_str(h2o_req_t *req, const char *name, const char *value, size_t len)
 {
-    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, value,
-                          len);
+    h2o_iovec_t v = h2o_strdup(&req->pool, value, len);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, v.base,
+                          v.len);
 }
 
 static const char *reason_of(int status)
