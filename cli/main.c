@@ -49,6 +49,7 @@
 #define M_REFRESH "io.heare.AuthAdmin.Refresh"
 #define M_VERIFY "io.heare.Auth.Verify"
 #define M_HEALTH "io.heare.Auth.GetHealth"
+#define M_METRICS "io.heare.AuthAdmin.GetMetrics"
 
 #define E_KEY_NOT_FOUND "io.heare.AuthAdmin.KeyNotFound"
 #define E_INVALID_PARAMETER "org.varlink.service.InvalidParameter"
@@ -77,6 +78,7 @@ enum {
     ARG_GRACE,
     ARG_YES,
     ARG_USER_AGENT,
+    ARG_VERBOSE,
 };
 
 struct command;
@@ -102,6 +104,7 @@ typedef struct cli {
     int64_t grace;
     bool yes;
     const char *user_agent;
+    bool verbose;
 
     /* state */
     const struct command *cmd;
@@ -732,6 +735,11 @@ static const struct option options_verify[] = {
     GLOBAL_OPTIONS,
 };
 
+static const struct option options_health[] = {
+    {"verbose", no_argument, NULL, ARG_VERBOSE},
+    GLOBAL_OPTIONS,
+};
+
 static const char synopsis[] =
     "heare-auth [--socket PATH] [--store URL] [--json] [--no-refresh] COMMAND [ARGS]\n"
     "  create --name NAME [--metadata K=V]... [--scope S]... [--expires WHEN] "
@@ -886,6 +894,9 @@ static int apply_option(cli *c, int opt, const char *arg)
         return 0;
     case ARG_USER_AGENT:
         c->user_agent = arg;
+        return 0;
+    case ARG_VERBOSE:
+        c->verbose = true;
         return 0;
     }
     return usage_error(c, "unhandled option");
@@ -1336,9 +1347,23 @@ static int cmd_health(cli *c, int argc, char **argv)
     r = expect_operands(c, argc, argv, 0, 0, "");
     if (r != 0)
         return r;
+    if (c->verbose && c->direct)
+        return usage_error(c, "--verbose asks the daemon for its metrics: not with --store");
     r = invoke(c, M_HEALTH, NULL, &reply);
     if (r != 0)
         return r;
+    if (c->verbose) {
+        /* The metrics are the admin interface's: ask on the admin socket. */
+        _cleanup_json_ json_t *metrics = NULL;
+        varlink_client_free(c->client);
+        c->client = NULL;
+        c->socket_path = admin_socket(c);
+        r = invoke(c, M_METRICS, NULL, &metrics);
+        if (r != 0)
+            return r;
+        if (json_object_set(reply, "metrics", json_object_get(metrics, "metrics")) < 0)
+            return oom(c);
+    }
     if (c->json)
         output_json(stdout, reply);
     else
@@ -1431,10 +1456,12 @@ static const command commands[] = {
      "Exit status 0 if valid, 1 if not, 3 if the daemon cannot be reached.\n"
      "Uses the verify socket unless --socket is given; with --store, verifies locally\n"
      "(no rate limits).\n"},
-    {"health", cmd_health, VERIFY_SOCKET | DIRECT, options_global, "health",
+    {"health", cmd_health, VERIFY_SOCKET | DIRECT, options_health, "health [--verbose]",
      "Prints the daemon's health; exit status 1 if unhealthy. Uses the verify socket\n"
      "unless --socket is given. With --store, reads the store instead and reports only\n"
-     "status (healthy if the store reads and parses), keys loaded and store.\n"},
+     "status (healthy if the store reads and parses), keys loaded and store.\n"
+     "--verbose also prints the daemon's metrics (the samples of GET /metrics), asked\n"
+     "for on the admin socket (io.heare.AuthAdmin.GetMetrics).\n"},
     {"call", cmd_call, NEEDS_ADMIN, options_global, "call METHOD [JSON]",
      "Sends one raw Varlink call on the admin socket and prints the reply parameters.\n"
      "JSON, if given, must be an object. An error reply prints {\"error\", \"parameters\"}.\n"},

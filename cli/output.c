@@ -257,4 +257,19 @@ void output_health(FILE *f, const json_t *health)
         }
         put_health_line(f, lines[i].label, v, lines[i].if_null);
     }
+
+    /* With --verbose: one sample a line, as Prometheus writes them. */
+    const json_t *metrics = json_object_get(health, "metrics");
+    size_t i;
+    const json_t *m;
+    if (json_array_size(metrics) > 0)
+        fputs("Metrics:\n", f);
+    json_array_foreach(metrics, i, m) {
+        const char *label;
+        const json_t *value;
+        fprintf(f, "  %s", json_string_value(json_object_get(m, "name")) ?: "?");
+        json_object_foreach((json_t *)json_object_get(m, "labels"), label, value)
+            fprintf(f, "{%s=\"%s\"}", label, json_string_value(value) ?: "");
+        fprintf(f, " %.17g\n", json_number_value(json_object_get(m, "value")));
+    }
 }

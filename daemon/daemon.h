@@ -108,6 +108,9 @@ void server_wake_all(void);
  * caller). */
 typedef void (*loop_job_done_fn)(job *j, void *userdata);
 int loop_submit(job *j, loop_job_done_fn done, void *userdata);
+/* True if every serving loop finished an iteration within the last max_ms; else false with
+ * *ret_stuck the index of one that did not. For the watchdog. Thread-safe. */
+bool server_progressing(uint64_t max_ms, unsigned *ret_stuck);
 /* Waits until every loop has stopped serving. Returns false if some admin call was still
  * with the store thread. */
 bool server_wait(void);

@@ -429,7 +429,9 @@ static void handle_metrics(h2o_req_t *req)
 {
     _cleanup_free_ char *text = NULL;
     size_t len;
-    if (metrics_render_prometheus(&text, &len) < 0) {
+    metrics_snapshot m;
+    metrics_snapshot_take(&m);
+    if (metrics_render_prometheus(&m, &text, &len) < 0) {
         respond_str(req, 500, "{\"detail\":\"out of memory\"}");
         return;
     }

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <grp.h>
+#include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -13,8 +14,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <curl/curl.h>
 #include <systemd/sd-daemon.h>
 
 #include "conf.h"
@@ -24,6 +27,7 @@
 #include "log.h"
 #include "macro.h"
 #include "metrics.h"
+#include "push.h"
 
 #define VERIFY_SOCKET_GROUP "heare-auth"
 #define MAX_LISTENERS 8
@@ -449,6 +453,13 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &mask, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* Before any thread: libcurl's global state (the metrics push over HTTP). */
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        log_error("cannot initialise libcurl");
+        conf_done(&c);
+        return 1;
+    }
+
     listen_fd listeners[MAX_LISTENERS];
     size_t n_listeners = 0;
     int exit_code = 1;
@@ -478,6 +489,11 @@ int main(int argc, char **argv)
         log_error("cannot start the store thread: %s", strerror(-r));
         goto finish;
     }
+    r = push_start(&c, &err);
+    if (r < 0) {
+        log_error("metrics-url %s: %s", c.metrics_url, err ? err : strerror(-r));
+        goto finish;
+    }
 
     state_health h;
     state_get_health(&h);
@@ -487,9 +503,36 @@ int main(int argc, char **argv)
               h.status, c.threads);
     free(h.last_error);
 
+    /* The watchdog is fed from here, but only while every serving loop shows progress. */
+    uint64_t watchdog_usec = 0;
+    if (sd_watchdog_enabled(false, &watchdog_usec) <= 0)
+        watchdog_usec = 0;
+    bool stuck_reported = false;
+
     for (;;) {
         siginfo_t si;
-        if (sigwaitinfo(&mask, &si) < 0) {
+        int sig;
+        if (watchdog_usec > 0) {
+            struct timespec half = {.tv_sec = (time_t)(watchdog_usec / 2 / 1000000),
+                                    .tv_nsec = (long)(watchdog_usec / 2 % 1000000) * 1000};
+            sig = sigtimedwait(&mask, &si, &half);
+        } else {
+            sig = sigwaitinfo(&mask, &si);
+        }
+        if (sig < 0 && errno == EAGAIN) {
+            unsigned stuck;
+            if (server_progressing(watchdog_usec / 1000, &stuck)) {
+                sd_notify(0, "WATCHDOG=1");
+                stuck_reported = false;
+            } else if (!stuck_reported) {
+                log_error("serving loop %u has made no progress for %" PRIu64
+                          " ms: no longer feeding the watchdog",
+                          stuck, watchdog_usec / 1000);
+                stuck_reported = true;
+            }
+            continue;
+        }
+        if (sig < 0) {
             if (errno == EINTR)
                 continue;
             log_error("sigwaitinfo: %s", strerror(errno));
@@ -507,6 +550,7 @@ int main(int argc, char **argv)
     server_stop();
     if (!server_wait())
         log_warning("exiting with admin calls still in flight");
+    push_stop();
     state_finish();
     server_free();
     http_free();
@@ -516,7 +560,9 @@ int main(int argc, char **argv)
     exit_code = 0;
 
 finish:
+    push_stop();
     close_listeners(listeners, n_listeners);
+    curl_global_cleanup();
     conf_done(&c);
     return exit_code;
 }

@@ -12,6 +12,7 @@
 #include "keyops.h"
 #include "log.h"
 #include "macro.h"
+#include "metrics.h"
 #include "secret.h"
 #include "timeutil.h"
 
@@ -85,6 +86,26 @@ static void method_refresh(call_ctx *ctx, const json_t *params)
         return;
     }
     submit(ctx, JOB_REFRESH, params);
+}
+
+static void method_get_metrics(call_ctx *ctx, const json_t *params)
+{
+    metrics_snapshot m;
+
+    if (json_object_size(params) > 0) {
+        call_error_invalid_parameter(ctx,
+                                     json_object_iter_key(json_object_iter((json_t *)params)));
+        return;
+    }
+    metrics_snapshot_take(&m);
+    json_t *samples = metrics_render_json(&m);
+    json_t *reply = samples ? json_pack("{s:o}", "metrics", samples) : NULL;
+    if (!reply) {
+        call_error(ctx, "io.heare.AuthAdmin.StoreUnavailable",
+                   json_pack("{s:s}", "reason", "out of memory"));
+        return;
+    }
+    call_reply(ctx, reply, false);
 }
 
 static void method_get_key(call_ctx *ctx, const json_t *params)
@@ -241,5 +262,6 @@ const method_entry methods_admin[] = {
     {"RotateKey", method_rotate_key, 0},
     {"DeleteKey", method_delete_key, 0},
     {"Refresh", method_refresh, 0},
+    {"GetMetrics", method_get_metrics, 0},
     {NULL, NULL, 0},
 };

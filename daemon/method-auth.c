@@ -58,7 +58,8 @@ void verify_run(char *key, size_t key_len, const char *scope, const char *user_a
 {
     const snapshot *snap = state_snapshot();
     const conf *c = state_conf();
-    struct timespec ts;
+    struct timespec start, end, ts;
+    clock_gettime(CLOCK_MONOTONIC, &start);
     clock_gettime(CLOCK_REALTIME, &ts);
     int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 
@@ -79,10 +80,12 @@ void verify_run(char *key, size_t key_len, const char *scope, const char *user_a
         if (r->code != VERIFY_VALID && r->code != VERIFY_RATE_LIMITED)
             throttle_failed(peer->throttle, now_ms);
     }
-    metrics_count_verify(r->code);
     log_verify(r, key, key_len, user_agent, peer);
     /* The key is not needed any more: wipe it where the caller parsed it. */
     secret_wipe(key, key_len);
+    clock_gettime(CLOCK_MONOTONIC, &end);
+    metrics_count_verify(r->code, (uint64_t)((end.tv_sec - start.tv_sec) * 1000000000 +
+                                             (end.tv_nsec - start.tv_nsec)));
 }
 
 size_t verify_render(const verify_result *r, char *buf, size_t cap)
@@ -144,6 +147,7 @@ json_t *health_reply(const char **ret_status)
     state_health h;
     char loaded_at[TIMEUTIL_RFC3339_LEN + 1];
 
+    metrics_count_health();
     state_get_health(&h);
     bool have_time = h.loaded_at > 0 && timeutil_format_rfc3339(h.loaded_at, loaded_at) >= 0;
     json_t *reply = json_pack(

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 
 #include <h2o/multithread.h>
 #include <h2o/socket.h>
@@ -56,6 +57,7 @@ struct worker {
     h2o_multithread_message_t stop_message;
     h2o_multithread_receiver_t wake_receiver;
     atomic_bool exited;
+    _Atomic uint64_t heartbeat_ms; /* CLOCK_MONOTONIC at the end of the last iteration */
     int init_r;
     listener *listeners;
     size_t n_listeners;
@@ -725,11 +727,32 @@ void server_wake_all(void)
     }
 }
 
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+bool server_progressing(uint64_t max_ms, unsigned *ret_stuck)
+{
+    uint64_t now = monotonic_ms();
+    for (size_t i = 0; i < g_n_workers; i++) {
+        uint64_t beat = atomic_load_explicit(&g_workers[i].heartbeat_ms, memory_order_relaxed);
+        if (now - beat > max_ms && !atomic_load(&g_workers[i].exited)) {
+            *ret_stuck = g_workers[i].idx;
+            return false;
+        }
+    }
+    return true;
+}
+
 static void *worker_main(void *arg)
 {
     worker *w = arg;
 
     t_worker = w;
+    atomic_store(&w->heartbeat_ms, monotonic_ms());
     w->init_r = worker_init(w, g_lfds, g_n_lfds);
     phase_count(&g_n_started);
     if (w->init_r < 0)
@@ -739,6 +762,7 @@ static void *worker_main(void *arg)
     for (;;) {
         h2o_evloop_run(w->loop, LOOP_MAX_WAIT_MS);
         rcu_quiescent_state();
+        atomic_store_explicit(&w->heartbeat_ms, monotonic_ms(), memory_order_relaxed);
         if (w->stopping) {
             size_t busy = w->n_conns + http_loop_conns(w->http);
             if (busy == 0 || (w->aborted && h2o_now(w->loop) >= w->stop_deadline))

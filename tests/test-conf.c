@@ -57,7 +57,8 @@ static void test_keys_table(void)
         "store",        "poll-interval", "cache",        "verify-socket",
         "admin-socket", "admin-users",   "admin-groups", "log-format",
         "log-level",    "log-verify",    "idle-timeout", "threads",
-        "max-failures-per-minute", "http-listen",
+        "max-failures-per-minute", "http-listen", "metrics-url", "metrics-secret",
+        "metrics-prefix", "metrics-interval",
     };
     size_t n;
     const conf_key_info *k = conf_keys(&n);
@@ -329,13 +330,12 @@ static void test_inactive(void)
     CHECK_INT(conf_init(&c), 0);
     CHECK_INT(conf_set(&c, "poll-interval", "5s", &err), 0);
     CHECK_INT(c.inactive_set, 0);
-    CHECK_INT(conf_set(&c, "metrics-url", "udp://127.0.0.1:8125", &err), 0);
-    CHECK_INT(c.inactive_set, UINT64_C(1) << key_index("metrics-url"));
-    CHECK_STR(c.metrics_url, "udp://127.0.0.1:8125");
-    CHECK_INT(conf_set(&c, "metrics-interval", "10s", &err), 0);
-    CHECK_INT(c.metrics_interval_ms, 10000);
-    CHECK_INT(c.inactive_set, (UINT64_C(1) << key_index("metrics-url")) |
-                                  (UINT64_C(1) << key_index("metrics-interval")));
+    CHECK_INT(conf_set(&c, "s3-region", "eu-west-1", &err), 0);
+    CHECK_INT(c.inactive_set, UINT64_C(1) << key_index("s3-region"));
+    CHECK_STR(c.s3_region, "eu-west-1");
+    CHECK_INT(conf_set(&c, "s3-endpoint", "http://127.0.0.1:9000", &err), 0);
+    CHECK_INT(c.inactive_set, (UINT64_C(1) << key_index("s3-region")) |
+                                  (UINT64_C(1) << key_index("s3-endpoint")));
     /* An active key sets no bit. */
     CHECK_INT(conf_set(&c, "max-failures-per-minute", "10", &err), 0);
     CHECK_INT(c.max_failures_per_minute, 10);
@@ -388,7 +388,7 @@ static void test_file_good(void)
     CHECK_INT(c.admin_uids[1], 1);
     CHECK_INT(c.threads, 8); /* the last one wins */
     CHECK_INT(c.idle_timeout_ms, 300000);
-    CHECK_INT(c.inactive_set, UINT64_C(1) << key_index("metrics-secret"));
+    CHECK_INT(c.inactive_set, 0);
     unlink(path);
 
     /* A missing file is fine unless it must exist. */
@@ -640,7 +640,7 @@ static void test_dump(void)
     CHECK(check_contains(dump, "admin-users =\n"));
     CHECK(check_contains(dump, "s3-addressing = virtual  # not active yet\n"));
     CHECK(check_contains(dump, "http-listen =\n"));
-    CHECK(check_contains(dump, "metrics-secret =  # not active yet\n"));
+    CHECK(check_contains(dump, "metrics-secret =\n"));
     CHECK(check_contains(dump, "max-failures-per-minute = 600\n"));
     CHECK(!check_contains(dump, "(set)"));
     CHECK(!check_contains(dump, " \n"));
@@ -666,7 +666,7 @@ static void test_dump(void)
     dump = conf_dump(&c);
     CHECK(dump != NULL);
     CHECK(!check_contains(dump, "hunter2"));
-    CHECK(check_contains(dump, "metrics-secret = (set)  # not active yet\n"));
+    CHECK(check_contains(dump, "metrics-secret = (set)\n"));
     CHECK(check_contains(dump, "admin-users = 0 1000\n"));
     CHECK(check_contains(dump, "admin-groups = 0\n"));
     CHECK(check_contains(dump, "log-level = warning\n"));

@@ -231,18 +231,18 @@ def test_default_config_may_be_missing(tmpdir_e2e):
 
 
 def test_inactive_feature_is_accepted_and_reported(make_daemon, tmpdir_e2e):
-    res = authd("--metrics-url", "udp://127.0.0.1:8125", "--check-config")
+    res = authd("--s3-region", "eu-west-1", "--check-config")
     assert res.returncode == 0, res
     assert "not active yet" in res.stdout + res.stderr, res
-    conf = write_conf(tmpdir_e2e, "metrics-url = udp://127.0.0.1:8125\n")
+    conf = write_conf(tmpdir_e2e, "s3-region = eu-west-1\n")
     res = authd("--config", conf, "--check-config")
     assert res.returncode == 0, res
     assert "not active yet" in res.stdout + res.stderr, res
 
-    d = make_daemon(extra_args=["--metrics-url", "udp://127.0.0.1:8125"])
+    d = make_daemon(extra_args=["--s3-region", "eu-west-1"])
     assert d.health()["status"] == "healthy"
     lines = [line for line in d.raw_log().splitlines() if "not active yet" in line]
-    assert lines and any("metrics-url" in line for line in lines), d.raw_log()
+    assert lines and any("s3-region" in line for line in lines), d.raw_log()
 
 
 def test_help_lists_every_key():
