@@ -351,6 +351,21 @@ static void test_timeout(void)
 
     varlink_client_free(c);
     server_join(s);
+
+    /* A shorter budget set after connecting applies to the next call. */
+    s = server_start(script_silent);
+    c = connect_or_die(5000);
+    CHECK_INT(varlink_client_set_timeout(c, 0), -EINVAL);
+    CHECK_INT(varlink_client_set_timeout(NULL, 100), -EINVAL);
+    CHECK_INT(varlink_client_set_timeout(c, 200), 0);
+    t0 = now_ms();
+    CHECK_INT(varlink_client_call(c, "io.heare.Auth.GetHealth", NULL, 0, &reply, &error, NULL),
+              -ETIMEDOUT);
+    elapsed = now_ms() - t0;
+    CHECK(elapsed >= 200);
+    CHECK(elapsed < 200 + 500);
+    varlink_client_free(c);
+    server_join(s);
 }
 
 /* --- a server that hangs up --------------------------------------------------------- */
