@@ -253,8 +253,10 @@ static int check_key(pam_handle_t *pamh, const pam_options *o, const char *servi
     }
 
     *ret_expired = strcmp(code, "EXPIRED") == 0 || strcmp(code, "DISABLED") == 0;
-    pam_syslog(pamh, LOG_NOTICE, "authentication failure for user %s: key %s: %s", u, id,
-               log_text(code, ebuf));
+    /* NOT_FOUND and MALFORMED come without a key id. */
+    pam_syslog(pamh, LOG_NOTICE, "authentication failure for user %s: %s%s%s", u,
+               log_text(code, ebuf), json_is_string(json_object_get(reply, "key_id")) ? " key " : "",
+               json_is_string(json_object_get(reply, "key_id")) ? id : "");
     return PAM_AUTH_ERR;
 }
 
