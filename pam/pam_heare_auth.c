@@ -165,10 +165,14 @@ static int verify_key(const pam_options *o, const char *service, const key_buf *
     if (json_object_set_new(params, "user_agent", json_string(ua)) < 0)
         return -ENOMEM;
 
-    r = varlink_client_connect(o->socket, o->timeout_ms, &c);
+    int64_t left = deadline - now_ms();
+    if (left <= 0)
+        return -ETIMEDOUT;
+    r = varlink_client_connect(o->socket, (int)left, &c);
     if (r < 0)
         return r;
-    int64_t left = deadline - now_ms();
+    /* What connect left of the deadline is all the call gets. */
+    left = deadline - now_ms();
     if (left <= 0)
         return -ETIMEDOUT;
     r = varlink_client_set_timeout(c, (int)left);
