@@ -1,6 +1,7 @@
 /* test-varlink-client: the blocking client against scripted servers on a temporary socket. */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -370,6 +371,29 @@ static void test_timeout(void)
 
 /* --- a server that hangs up --------------------------------------------------------- */
 
+static void script_close_at_once(server *s, int fd)
+{
+}
+
+/* The peer is gone before the call is sent: send fails with EPIPE, which must come back as
+ * an error and not as SIGPIPE (at its default action it would kill a PAM host process). */
+static void test_sigpipe(void)
+{
+    struct sigaction dfl = {.sa_handler = SIG_DFL}, old;
+    CHECK(sigaction(SIGPIPE, &dfl, &old) == 0);
+
+    server *s = server_start(script_close_at_once);
+    varlink_client *c = connect_or_die(TIMEOUT_MS);
+    server_join(s); /* accepted and closed: nobody reads any more */
+    json_t *reply = NULL;
+    char *error = NULL;
+
+    int r = varlink_client_call(c, "a.B", NULL, 0, &reply, &error, NULL);
+    CHECK(r == -EPIPE || r == -ECONNRESET);
+    varlink_client_free(c);
+    CHECK(sigaction(SIGPIPE, &old, NULL) == 0);
+}
+
 static void script_close(server *s, int fd)
 {
     CHECK(read_call(s, fd));
@@ -594,6 +618,7 @@ int main(void)
     test_pipelined();
     test_timeout();
     test_closed();
+    test_sigpipe();
     test_missing();
     test_bad_replies();
     test_big_reply();
