@@ -131,6 +131,14 @@ int varlink_client_connect(const char *path, int timeout_ms, varlink_client **re
     return 0;
 }
 
+int varlink_client_set_timeout(varlink_client *c, int timeout_ms)
+{
+    if (!c || timeout_ms <= 0)
+        return -EINVAL;
+    c->timeout_ms = timeout_ms;
+    return 0;
+}
+
 varlink_client *varlink_client_free(varlink_client *c)
 {
     if (!c)

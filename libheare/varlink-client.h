@@ -13,6 +13,10 @@ typedef struct varlink_client varlink_client;
  * later call). Returns 0, or -errno (-ENOENT/-ECONNREFUSED: nobody there, -EACCES, -ETIMEDOUT). */
 int varlink_client_connect(const char *path, int timeout_ms, varlink_client **ret);
 
+/* Sets the budget of each later call (and _next) to timeout_ms (> 0), so a caller can fit
+ * connect and call into one total deadline (the PAM module). Returns 0 or -EINVAL. */
+int varlink_client_set_timeout(varlink_client *c, int timeout_ms);
+
 /* Closes the connection. NULL is fine. Returns NULL. */
 varlink_client *varlink_client_free(varlink_client *c);
 static inline void varlink_client_freep(varlink_client **c)

@@ -1,6 +1,7 @@
 /* test-varlink-client: the blocking client against scripted servers on a temporary socket. */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -351,9 +352,47 @@ static void test_timeout(void)
 
     varlink_client_free(c);
     server_join(s);
+
+    /* A shorter budget set after connecting applies to the next call. */
+    s = server_start(script_silent);
+    c = connect_or_die(5000);
+    CHECK_INT(varlink_client_set_timeout(c, 0), -EINVAL);
+    CHECK_INT(varlink_client_set_timeout(NULL, 100), -EINVAL);
+    CHECK_INT(varlink_client_set_timeout(c, 200), 0);
+    t0 = now_ms();
+    CHECK_INT(varlink_client_call(c, "io.heare.Auth.GetHealth", NULL, 0, &reply, &error, NULL),
+              -ETIMEDOUT);
+    elapsed = now_ms() - t0;
+    CHECK(elapsed >= 200);
+    CHECK(elapsed < 200 + 500);
+    varlink_client_free(c);
+    server_join(s);
 }
 
 /* --- a server that hangs up --------------------------------------------------------- */
+
+static void script_close_at_once(server *s, int fd)
+{
+}
+
+/* The peer is gone before the call is sent: send fails with EPIPE, which must come back as
+ * an error and not as SIGPIPE (at its default action it would kill a PAM host process). */
+static void test_sigpipe(void)
+{
+    struct sigaction dfl = {.sa_handler = SIG_DFL}, old;
+    CHECK(sigaction(SIGPIPE, &dfl, &old) == 0);
+
+    server *s = server_start(script_close_at_once);
+    varlink_client *c = connect_or_die(TIMEOUT_MS);
+    server_join(s); /* accepted and closed: nobody reads any more */
+    json_t *reply = NULL;
+    char *error = NULL;
+
+    int r = varlink_client_call(c, "a.B", NULL, 0, &reply, &error, NULL);
+    CHECK(r == -EPIPE || r == -ECONNRESET);
+    varlink_client_free(c);
+    CHECK(sigaction(SIGPIPE, &old, NULL) == 0);
+}
 
 static void script_close(server *s, int fd)
 {
@@ -579,6 +618,7 @@ int main(void)
     test_pipelined();
     test_timeout();
     test_closed();
+    test_sigpipe();
     test_missing();
     test_bad_replies();
     test_big_reply();

@@ -32,6 +32,7 @@ def _binary(env_name, rel):
 
 HEARE_AUTHD = _binary("HEARE_AUTHD", "daemon/heare-authd")
 HEARE_AUTH = _binary("HEARE_AUTH", "cli/heare-auth")
+HEARE_PAM_MODULE = _binary("HEARE_PAM_MODULE", "pam/pam_heare_auth.so")
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 KEY_ID_RE = re.compile(r"key_0[0-9A-Za-z]{18}")

@@ -1,0 +1,369 @@
+/* pam_heare_auth: lets a PAM service accept an API key as the password, by asking
+ * heare-authd's io.heare.Auth.Verify over the verify socket (the library's Varlink client).
+ *
+ * Safe in any host process: no global or static mutable state (everything lives on the
+ * stack of one call, or in the PAM handle), no threads, no signal handlers, the socket is
+ * SOCK_CLOEXEC and written with MSG_NOSIGNAL, nothing is written to stdio, and the process
+ * is never ended. The key is held for one call: every copy the module makes is wiped with
+ * explicit_bzero before it returns, and only key ids reach the log. */
+#include <errno.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <syslog.h>
+#include <time.h>
+
+#include <security/pam_ext.h>
+#include <security/pam_modules.h>
+
+#include "ids.h"
+#include "json-util.h"
+#include "pam-options.h"
+#include "varlink-client.h"
+
+#define PROMPT "API key: "
+#define SECRET_PREFIX "sec_"
+#define VERIFY_METHOD "io.heare.Auth.Verify"
+/* pam_set_data name of what acct_mgmt should say about the key authenticate saw. */
+#define DATA_ACCT "pam_heare_auth_acct"
+#define LOG_TEXT_MAX 64
+#define USER_AGENT_MAX 128
+
+#define EXPORT __attribute__((visibility("default")))
+
+/* The one value stored under DATA_ACCT: a constant, so nothing is allocated and nothing
+ * needs a cleanup callback from this module after it may have been unloaded. */
+static const char acct_expired[] = "expired";
+
+/* Room for one byte past IDS_PRESENTED_MAX, so an overlong token is seen as such. */
+typedef struct key_buf {
+    char buf[IDS_PRESENTED_MAX + 2];
+    size_t len;
+} key_buf;
+
+static void key_buf_wipe(key_buf *k)
+{
+    explicit_bzero(k, sizeof(*k));
+}
+
+static void key_buf_set(key_buf *k, const char *s)
+{
+    k->len = strnlen(s, IDS_PRESENTED_MAX + 1);
+    memcpy(k->buf, s, k->len);
+    k->buf[k->len] = '\0';
+}
+
+/* A json_t string holding the key: wiped before it is let go. */
+static void json_key_wipe_and_decrefp(json_t **p)
+{
+    if (*p && json_is_string(*p))
+        explicit_bzero((char *)json_string_value(*p), json_string_length(*p));
+    json_decref(*p);
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A copy of s fit for one log line: at most LOG_TEXT_MAX bytes, control and non-ASCII
+ * bytes shown as '?', so a user name chosen by a remote peer cannot forge log lines. */
+static const char *log_text(const char *s, char buf[static LOG_TEXT_MAX + 1])
+{
+    size_t n = 0;
+
+    if (!s)
+        return "-";
+    for (; s[n] && n < LOG_TEXT_MAX; n++)
+        buf[n] = (s[n] < 0x20 || s[n] > 0x7e) ? '?' : s[n];
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Only a token shaped like a secret is sent: a Unix password typed at the prompt, or handed
+ * over by an earlier module with try_first_pass, never reaches the daemon (whose failure log
+ * keeps the first 8 characters of a rejected key). */
+static bool looks_like_key(const key_buf *k)
+{
+    if (k->len <= strlen(SECRET_PREFIX) || k->len > IDS_PRESENTED_MAX)
+        return false;
+    if (memcmp(k->buf, SECRET_PREFIX, strlen(SECRET_PREFIX)) != 0)
+        return false;
+    for (size_t i = 0; i < k->len; i++)
+        if (k->buf[i] < 0x21 || k->buf[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static void remember_acct(pam_handle_t *pamh, bool expired)
+{
+    /* libpam never writes through the pointer; the cast only fits its signature. */
+    (void)pam_set_data(pamh, DATA_ACCT, expired ? (void *)acct_expired : NULL, NULL);
+}
+
+/* The earlier module's PAM_AUTHTOK, if any, into k (k->len 0 if none). */
+static int token_from_stack(pam_handle_t *pamh, key_buf *k)
+{
+    const void *item = NULL;
+
+    k->len = 0;
+    int r = pam_get_item(pamh, PAM_AUTHTOK, &item);
+    if (r != PAM_SUCCESS)
+        return r;
+    if (item)
+        key_buf_set(k, item);
+    return PAM_SUCCESS;
+}
+
+/* Asks through the conversation. What was typed also becomes PAM_AUTHTOK, as pam_unix does,
+ * so later modules can use_first_pass; libpam wipes it at pam_end. */
+static int token_from_prompt(pam_handle_t *pamh, key_buf *k)
+{
+    char *resp = NULL;
+
+    k->len = 0;
+    int r = pam_prompt(pamh, PAM_PROMPT_ECHO_OFF, &resp, PROMPT);
+    if (r != PAM_SUCCESS || !resp) {
+        if (resp) {
+            explicit_bzero(resp, strlen(resp));
+            free(resp);
+        }
+        if (r == PAM_CONV_AGAIN)
+            return PAM_INCOMPLETE;
+        return r == PAM_SUCCESS ? PAM_CONV_ERR : r;
+    }
+
+    key_buf_set(k, resp);
+    r = pam_set_item(pamh, PAM_AUTHTOK, resp);
+    explicit_bzero(resp, strlen(resp));
+    free(resp);
+    return r;
+}
+
+/* One Verify call, connect, write and read all within timeout_ms. Returns 0 with *ret_reply,
+ * 1 with *ret_error (a Varlink error reply), or -errno (-ETIMEDOUT, -ENOENT, ...). */
+static int verify_key(const pam_options *o, const char *service, const key_buf *k,
+                      json_t **ret_reply, char **ret_error)
+{
+    int64_t deadline = now_ms() + o->timeout_ms;
+    _cleanup_json_ json_t *params = json_object();
+    _cleanup_(json_key_wipe_and_decrefp) json_t *key = json_stringn(k->buf, k->len);
+    _cleanup_(varlink_client_freep) varlink_client *c = NULL;
+    char ua[USER_AGENT_MAX + 1], text[LOG_TEXT_MAX + 1];
+    int r;
+
+    if (!params || !key)
+        return -ENOMEM;
+    if (json_object_set(params, "key", key) < 0)
+        return -ENOMEM;
+    if (o->scope && json_object_set_new(params, "scope", json_string(o->scope)) < 0)
+        return -ENOMEM;
+    snprintf(ua, sizeof(ua), "pam_heare_auth (%s)", log_text(service, text));
+    if (json_object_set_new(params, "user_agent", json_string(ua)) < 0)
+        return -ENOMEM;
+
+    int64_t left = deadline - now_ms();
+    if (left <= 0)
+        return -ETIMEDOUT;
+    r = varlink_client_connect(o->socket, (int)left, &c);
+    if (r < 0)
+        return r;
+    /* What connect left of the deadline is all the call gets. */
+    left = deadline - now_ms();
+    if (left <= 0)
+        return -ETIMEDOUT;
+    r = varlink_client_set_timeout(c, (int)left);
+    if (r < 0)
+        return r;
+    return varlink_client_call(c, VERIFY_METHOD, params, 0, ret_reply, ret_error, NULL);
+}
+
+static bool user_matches(const pam_options *o, const json_t *reply, const char *user)
+{
+    const char *want = NULL;
+
+    switch (o->user_match) {
+    case USER_MATCH_NONE:
+        return true;
+    case USER_MATCH_NAME:
+        want = json_string_value(json_object_get(reply, "name"));
+        break;
+    case USER_MATCH_METADATA:
+        want = json_string_value(
+            json_object_get(json_object_get(reply, "metadata"), o->user_field));
+        break;
+    }
+    return want && user && strcmp(want, user) == 0;
+}
+
+/* Asks the daemon about k and turns the answer into a PAM code. *ret_expired is set if the
+ * key was found expired or disabled. Logs once, with the key id only. */
+static int check_key(pam_handle_t *pamh, const pam_options *o, const char *service,
+                     const char *user, const key_buf *k, bool *ret_expired)
+{
+    _cleanup_json_ json_t *reply = NULL;
+    _cleanup_free_ char *error = NULL;
+    char ubuf[LOG_TEXT_MAX + 1], ibuf[LOG_TEXT_MAX + 1], ebuf[LOG_TEXT_MAX + 1];
+    const char *u = log_text(user, ubuf);
+
+    *ret_expired = false;
+    if (!looks_like_key(k)) {
+        pam_syslog(pamh, LOG_NOTICE,
+                   "authentication failure for user %s: not an API key (not sent to the daemon)",
+                   u);
+        return PAM_AUTH_ERR;
+    }
+
+    int64_t t0 = now_ms();
+    int r = verify_key(o, service, k, &reply, &error);
+    long long ms = (long long)(now_ms() - t0);
+
+    if (r < 0) {
+        errno = -r;
+        pam_syslog(pamh, LOG_ERR, "cannot verify the key of user %s: %s: %m (after %lld ms)", u,
+                   o->socket, ms);
+        return PAM_AUTHINFO_UNAVAIL;
+    }
+    if (r > 0) {
+        pam_syslog(pamh, LOG_ERR, "cannot verify the key of user %s: %s answered %s", u,
+                   o->socket, log_text(error, ebuf));
+        return PAM_AUTHINFO_UNAVAIL;
+    }
+
+    const char *code = json_string_value(json_object_get(reply, "code"));
+    const char *id = log_text(json_string_value(json_object_get(reply, "key_id")), ibuf);
+    if (!code || !json_is_boolean(json_object_get(reply, "valid"))) {
+        pam_syslog(pamh, LOG_ERR, "cannot verify the key of user %s: %s sent a reply without "
+                   "valid and code", u, o->socket);
+        return PAM_AUTHINFO_UNAVAIL;
+    }
+    if (o->debug)
+        pam_syslog(pamh, LOG_DEBUG, "Verify%s%s on %s: %s, key %s, %lld ms",
+                   o->scope ? " scope=" : "", o->scope ? o->scope : "", o->socket,
+                   log_text(code, ebuf), id, ms);
+
+    if (json_is_true(json_object_get(reply, "valid")) && strcmp(code, "VALID") == 0) {
+        if (!user_matches(o, reply, user)) {
+            pam_syslog(pamh, LOG_NOTICE,
+                       "authentication failure for user %s: key %s belongs to another user", u,
+                       id);
+            return PAM_AUTH_ERR;
+        }
+        pam_syslog(pamh, LOG_INFO, "accepted key %s for user %s", id, u);
+        return PAM_SUCCESS;
+    }
+
+    *ret_expired = strcmp(code, "EXPIRED") == 0 || strcmp(code, "DISABLED") == 0;
+    /* NOT_FOUND and MALFORMED come without a key id. */
+    pam_syslog(pamh, LOG_NOTICE, "authentication failure for user %s: %s%s%s", u,
+               log_text(code, ebuf), json_is_string(json_object_get(reply, "key_id")) ? " key " : "",
+               json_is_string(json_object_get(reply, "key_id")) ? id : "");
+    return PAM_AUTH_ERR;
+}
+
+static int parse_or_log(pam_handle_t *pamh, int argc, const char **argv, pam_options *ret)
+{
+    const char *bad = NULL, *reason = NULL;
+    char buf[LOG_TEXT_MAX + 1];
+
+    if (pam_options_parse(argc, argv, ret, &bad, &reason) < 0) {
+        pam_syslog(pamh, LOG_ERR, "refusing to run: option \"%s\": %s", log_text(bad, buf),
+                   reason);
+        return PAM_SERVICE_ERR;
+    }
+    return PAM_SUCCESS;
+}
+
+EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+    _cleanup_(key_buf_wipe) key_buf key = {};
+    const void *item = NULL;
+    const char *user = NULL, *service = NULL;
+    bool from_stack = false, expired = false;
+    pam_options o;
+    int r;
+
+    r = parse_or_log(pamh, argc, argv, &o);
+    if (r != PAM_SUCCESS)
+        return r;
+    /* Whatever an earlier authenticate on this handle found no longer counts. */
+    remember_acct(pamh, false);
+
+    if (o.user_match != USER_MATCH_NONE) {
+        r = pam_get_user(pamh, &user, NULL);
+        if (r == PAM_CONV_AGAIN)
+            return PAM_INCOMPLETE;
+        if (r != PAM_SUCCESS)
+            return r;
+        if (!user || !*user) {
+            pam_syslog(pamh, LOG_NOTICE, "authentication failure: no user name");
+            return PAM_AUTH_ERR;
+        }
+    } else if (pam_get_item(pamh, PAM_USER, &item) == PAM_SUCCESS)
+        user = item;
+    if (pam_get_item(pamh, PAM_SERVICE, &item) == PAM_SUCCESS)
+        service = item;
+
+    if (o.authtok != AUTHTOK_PROMPT) {
+        r = token_from_stack(pamh, &key);
+        if (r != PAM_SUCCESS)
+            return r;
+        from_stack = key.len > 0;
+        if (!from_stack && o.authtok == AUTHTOK_USE_FIRST_PASS) {
+            char ubuf[LOG_TEXT_MAX + 1];
+            pam_syslog(pamh, LOG_NOTICE,
+                       "authentication failure for user %s: use_first_pass, but no earlier "
+                       "module set a password",
+                       log_text(user, ubuf));
+            return PAM_AUTH_ERR;
+        }
+    }
+    if (!from_stack) {
+        r = token_from_prompt(pamh, &key);
+        if (r != PAM_SUCCESS)
+            return r;
+    }
+
+    r = check_key(pamh, &o, service, user, &key, &expired);
+    if (r == PAM_AUTH_ERR && from_stack && o.authtok == AUTHTOK_TRY_FIRST_PASS) {
+        /* The earlier module's password is not a key for this user: ask for one. */
+        key_buf_wipe(&key);
+        r = token_from_prompt(pamh, &key);
+        if (r != PAM_SUCCESS)
+            return r;
+        r = check_key(pamh, &o, service, user, &key, &expired);
+    }
+
+    remember_acct(pamh, expired);
+    return r;
+}
+
+EXPORT int pam_sm_setcred(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+    /* A key grants no credentials beyond the authentication itself. */
+    return PAM_SUCCESS;
+}
+
+EXPORT int pam_sm_acct_mgmt(pam_handle_t *pamh, int flags, int argc, const char **argv)
+{
+    const void *data = NULL;
+    pam_options o;
+    int r;
+
+    r = parse_or_log(pamh, argc, argv, &o);
+    if (r != PAM_SUCCESS)
+        return r;
+
+    if (pam_get_data(pamh, DATA_ACCT, &data) == PAM_SUCCESS && data == acct_expired) {
+        const void *user = NULL;
+        char ubuf[LOG_TEXT_MAX + 1];
+        (void)pam_get_item(pamh, PAM_USER, &user);
+        pam_syslog(pamh, LOG_NOTICE, "account of user %s: the key given is expired or disabled",
+                   log_text(user, ubuf));
+        return PAM_ACCT_EXPIRED;
+    }
+    return PAM_SUCCESS;
+}
