@@ -141,11 +141,26 @@ def test_maintainer_scripts_start_nothing_without_systemd(debs):
 
 @pytest.fixture
 def instroot():
+    """An empty dpkg root; with the PAM package, also what pam-auth-update works on
+    (debconf's configuration, this machine's common-* PAM files and the unix profile),
+    as a root that has libpam-runtime would have them."""
     d = tempfile.mkdtemp(prefix="heare-root-")
     for sub in ("info", "updates", "triggers"):
         os.makedirs(os.path.join(d, "var/lib/dpkg", sub))
     for f in ("status", "available"):
         open(os.path.join(d, "var/lib/dpkg", f), "w").close()
+    if HAVE_PAM:
+        for sub in ("var/cache/debconf", "etc/pam.d", "usr/share/pam-configs", "usr/share/pam",
+                    "var/lib/pam"):
+            os.makedirs(os.path.join(d, sub), exist_ok=True)
+        shutil.copy("/etc/debconf.conf", os.path.join(d, "etc"))
+        for pattern, dest in (("/etc/pam.d/common-*", "etc/pam.d"),
+                              ("/usr/share/pam-configs/unix", "usr/share/pam-configs"),
+                              ("/usr/share/pam/*", "usr/share/pam"),
+                              ("/var/lib/pam/*", "var/lib/pam")):
+            for f in glob.glob(pattern):
+                shutil.copy(f, os.path.join(d, dest))
+        assert os.path.exists(os.path.join(d, "etc/pam.d/common-auth"))
     yield d
     shutil.rmtree(d, ignore_errors=True)
 
@@ -210,10 +225,18 @@ def test_install_into_a_root_and_purge(debs, instroot):
             profile = f.read()
         assert re.search(r"^Default: no$", profile, re.M)
         assert "pam_heare_auth.so" in profile
+        # Installed, the profile is registered but not enabled; enabled, it puts the
+        # module after pam_unix; purging the package takes it out again.
         common = r("etc/pam.d/common-auth")
-        if os.path.exists(common):
-            with open(common) as f:
-                assert "pam_heare_auth" not in f.read(), "enabled without being asked"
+        with open(common) as f:
+            assert "pam_heare_auth" not in f.read(), "enabled without being asked"
+        run(["pam-auth-update", "--root", instroot, "--enable", "heare-auth"],
+            env={k: v for k, v in os.environ.items() if k != "DPKG_ROOT"})
+        with open(common) as f:
+            auth = [l for l in f.read().splitlines() if l.startswith("auth")]
+        mods = [re.search(r"\s(\S+\.so)\b", l).group(1) for l in auth]
+        assert "pam_heare_auth.so" in mods, auth
+        assert mods.index("pam_unix.so") < mods.index("pam_heare_auth.so"), auth
 
     # Nothing on this machine changed.
     assert {p: digest(p) for p in HOST_FILES} == before
@@ -223,4 +246,7 @@ def test_install_into_a_root_and_purge(debs, instroot):
     for p in HEARE_AUTH_FILES:
         assert not os.path.exists(r(p)), f"{p} left after purge"
     assert not os.path.exists(os.path.join(wants, "heare-authd.socket"))
+    if HAVE_PAM:
+        with open(r("etc/pam.d/common-auth")) as f:
+            assert "pam_heare_auth" not in f.read(), "still in common-auth after purge"
     assert {p: digest(p) for p in HOST_FILES} == before
