@@ -501,6 +501,13 @@ static int file_lock(void *impl, char **reterr)
                                f->dir_path);
         return errors_fail(reterr, r, "file store %s: lock %s: %m", f->path, f->lock_path);
     }
+    /* root (heare-auth --store) must not leave a lock the daemon's user cannot open: the
+     * lock belongs to whoever owns the store (or, before it exists, its directory). */
+    struct stat lock_st, owner_st;
+    if (geteuid() == 0 && fstat(fd, &lock_st) == 0 &&
+        (stat(f->path, &owner_st) == 0 || stat(f->dir_path, &owner_st) == 0) &&
+        (lock_st.st_uid != owner_st.st_uid || lock_st.st_gid != owner_st.st_gid))
+        (void)fchown(fd, owner_st.st_uid, owner_st.st_gid);
 
     /* Polled: a blocking flock could only be bounded with a signal, which library code must
      * not set up. */

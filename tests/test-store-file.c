@@ -588,6 +588,33 @@ static void cleanup_dir(void)
     CHECK(rmdir(dir) == 0);
 }
 
+/* root editing a store that another user owns (heare-auth --store for the daemon's user)
+ * leaves a lock file that user can still open. */
+static void test_lock_owner(void)
+{
+    _cleanup_free_ char *sub = path_in("owned"), *path = NULL, *lock_path = NULL;
+    _cleanup_(store_freep) store *s = NULL;
+    struct stat st;
+
+    /* Only root can hand a directory to someone else (CI runs the suite as root); anyone
+     * else checks that the lock is simply theirs. */
+    uid_t owner = geteuid() == 0 ? 65534 : geteuid();
+    gid_t group = geteuid() == 0 ? 65534 : getegid();
+    CHECK_INT(mkdir(sub, 0755), 0);
+    CHECK_INT(chown(sub, owner, group), 0);
+    CHECK(asprintf(&path, "%s/keys.json", sub) > 0);
+    CHECK(asprintf(&lock_path, "%s.lock", path) > 0);
+    CHECK_INT(store_open(path, &s, NULL), 0);
+    struct create_ctx ctx = {.name = "by-root", .path = path};
+    CHECK_INT(store_update(s, create_mutator, &ctx, NULL, NULL, NULL), 0);
+    CHECK_INT(stat(lock_path, &st), 0);
+    CHECK_INT(st.st_uid, owner);
+    CHECK_INT(st.st_gid, group);
+    unlink(path);
+    unlink(lock_path);
+    rmdir(sub);
+}
+
 int main(void)
 {
     CHECK(mkdtemp(dir));
@@ -600,6 +627,7 @@ int main(void)
     test_update_corrupt();
     test_lock_wait();
     test_parallel();
+    test_lock_owner();
 
     cleanup_dir();
     fprintf(stderr, "ok\n");
