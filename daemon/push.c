@@ -238,6 +238,7 @@ static void *push_thread(void *arg)
     struct timespec deadline;
     bool startup = true;
 
+    pthread_setname_np(pthread_self(), "heare-push");
     for (;;) {
         metrics_snapshot_take(&now);
         pthread_mutex_lock(&g_lock);

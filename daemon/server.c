@@ -8,6 +8,7 @@
 #include <grp.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -751,6 +752,9 @@ static void *worker_main(void *arg)
 {
     worker *w = arg;
 
+    char name[16];
+    snprintf(name, sizeof(name), "heare-loop-%u", w->idx);
+    pthread_setname_np(pthread_self(), name); /* top -H, and the watchdog test */
     t_worker = w;
     atomic_store(&w->heartbeat_ms, monotonic_ms());
     w->init_r = worker_init(w, g_lfds, g_n_lfds);

@@ -469,6 +469,7 @@ static void add_ms(struct timespec *ts, uint64_t ms)
 
 static void *store_thread(void *arg)
 {
+    pthread_setname_np(pthread_self(), "heare-store");
     struct timespec next_poll;
     add_ms(&next_poll, poll_delay_ms());
 
