@@ -130,6 +130,8 @@ typedef struct peer_cred {
 
 const peer_cred *call_peer(const call_ctx *ctx);
 const conf *call_conf(const call_ctx *ctx);
+/* The peer's systemd unit (sd_pid_get_unit), looked up once per connection; NULL if none. */
+const char *call_peer_unit(call_ctx *ctx);
 sock_kind call_socket_kind(const call_ctx *ctx);
 /* True when the call asked for "more" (and the method allows it). */
 bool call_wants_more(const call_ctx *ctx);
@@ -191,6 +193,7 @@ typedef struct verify_peer {
     uint32_t throttle; /* failed-attempt throttle key: a uid, or throttle_peer_addr() */
     int64_t uid, pid;  /* for the log; -1 when unknown (HTTP over TCP) */
     const char *addr;  /* for the log: an HTTP peer's address, or NULL */
+    const char *unit;  /* for the log: a socket peer's systemd unit, or NULL */
 } verify_peer;
 
 typedef struct verify_result {

@@ -200,8 +200,8 @@ static void audit(call_ctx *ctx, const job *j)
     const char *id = json_string_value(json_object_get(key, "id"));
     if (!id)
         id = json_string_value(json_object_get(j->params, "id"));
-    _cleanup_free_ char *unit = NULL, *changed = NULL;
-    (void)sd_pid_get_unit(p->pid, &unit);
+    _cleanup_free_ char *changed = NULL;
+    const char *unit = call_peer_unit(ctx);
     if (j->kind == JOB_UPDATE)
         changed = changed_fields(j->params);
 

@@ -48,6 +48,7 @@ static void log_verify(const verify_result *r, const char *key, size_t key_len,
         .peer_uid = peer->uid,
         .peer_pid = peer->pid,
         .peer_addr = peer->addr,
+        .peer_unit = peer->unit,
     };
     log_event(ok ? LOG_INFO : LOG_NOTICE, &f, "%s %s", ok ? "verified" : "rejected",
               k ? keystore_key_id(k) : keystore_code_name(r->code));
@@ -121,6 +122,8 @@ static void method_verify(call_ctx *ctx, const json_t *params)
 
     const peer_cred *p = call_peer(ctx);
     verify_peer peer = {.throttle = p->uid, .uid = p->uid, .pid = p->pid};
+    if (call_conf(ctx)->log_verify != CONF_LOG_VERIFY_NONE)
+        peer.unit = call_peer_unit(ctx);
     verify_result r;
     /* The parsed message is ours: verify_run wipes the key in it. */
     verify_run((char *)key, strlen(key), scope, user_agent, &peer, &r);

@@ -6,6 +6,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "daemon.h"
 #include "macro.h"
@@ -134,6 +135,7 @@ void metrics_snapshot_take(metrics_snapshot *m)
     state_get_health(&h);
     free(h.last_error);
     m->keys = h.keys_loaded;
+    m->status = h.status;
 }
 
 /* ---- one walk over every sample, for both renderings ---- */
@@ -177,6 +179,13 @@ static void visit(const metrics_snapshot *m, visitor *v)
 
     v->family(v, "heare_auth_keys", "gauge", "Keys in the keystore being served.");
     v->sample(v, "heare_auth_keys", NULL, NULL, (double)m->keys);
+
+    static const char *const statuses[] = {"healthy", "degraded", "unhealthy"};
+    v->family(v, "heare_auth_status", "gauge",
+              "1 for the daemon's health status (GetHealth), 0 for the others.");
+    for (size_t i = 0; i < ELEMENTSOF(statuses); i++)
+        v->sample(v, "heare_auth_status", "status", statuses[i],
+                  m->status && strcmp(m->status, statuses[i]) == 0);
 
     v->family(v, "heare_auth_store_reads_total", "counter", "Reads of the store, by result.");
     for (size_t i = 0; i < _METRICS_READ_MAX; i++)

@@ -40,6 +40,7 @@ typedef struct metrics_snapshot {
     uint64_t writes[_METRICS_WRITE_MAX];
     uint64_t pushes, push_failures;
     uint64_t keys;
+    const char *status; /* "healthy", "degraded" or "unhealthy" (static) */
 } metrics_snapshot;
 
 /* Gives the calling thread a shard of its own. Call once on each serving thread before it

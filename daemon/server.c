@@ -17,6 +17,7 @@
 #include <h2o/multithread.h>
 #include <h2o/socket.h>
 #include <h2o/timeout.h>
+#include <systemd/sd-login.h>
 #include <urcu-qsbr.h>
 
 #include "daemon.h"
@@ -92,6 +93,8 @@ typedef struct conn {
     bool pending_oneway; /* the call out with the store thread was oneway */
     bool eof; /* the peer finished sending: answer what it sent, then close */
     bool wipe_output; /* a reply carried a secret: wipe the buffers after sending */
+    bool unit_looked_up;
+    char *unit; /* the peer's systemd unit, looked up once, for the logs */
 } conn;
 
 struct call_ctx {
@@ -186,6 +189,18 @@ static void out_terminate(conn *c)
 const peer_cred *call_peer(const call_ctx *ctx)
 {
     return &ctx->c->peer;
+}
+
+const char *call_peer_unit(call_ctx *ctx)
+{
+    conn *c = ctx->c;
+    if (!c->unit_looked_up) {
+        /* Reads /proc/PID/cgroup: once per connection, not per call. */
+        if (sd_pid_get_unit(c->peer.pid, &c->unit) < 0)
+            c->unit = NULL;
+        c->unit_looked_up = true;
+    }
+    return c->unit;
 }
 
 const conf *call_conf(const call_ctx *ctx)
@@ -411,6 +426,7 @@ static void conn_free(conn *c)
     }
     free(c->out);
     free(c->wbuf);
+    free(c->unit);
     free(c);
 }
 

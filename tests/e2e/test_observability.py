@@ -245,6 +245,16 @@ def test_prometheus_exposition_passes_promtool(make_daemon):
     buckets = re.findall(r'heare_auth_verify_duration_seconds_bucket\{le="([^"]+)"\} (\d+)', t)
     assert buckets[0][0] == "1e-06" and buckets[-1] == ("+Inf", "2")
     assert re.search(r"^heare_auth_verify_duration_seconds_count 2$", t, re.M)
+    assert re.search(r'^heare_auth_status\{status="healthy"\} 1$', t, re.M)
+    assert re.search(r'^heare_auth_status\{status="degraded"\} 0$', t, re.M)
+
+
+def test_documented_alert_rules_are_valid():
+    res = subprocess.run(["promtool", "check", "rules",
+                          os.path.join(ROOT, "docs", "heare-auth.rules.yml")],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "SUCCESS: 2 rules found" in res.stdout
 
 
 def test_get_metrics_and_health_verbose_match_prometheus(make_daemon):
