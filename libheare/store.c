@@ -24,8 +24,9 @@ struct store {
     void *impl;
 };
 
-int store_open(const char *url, store **ret, char **reterr)
+int store_open_with(const char *url, const store_options *opts, store **ret, char **reterr)
 {
+    static const store_options defaults = {};
     const store_backend *backend;
 
     if (!url)
@@ -34,9 +35,7 @@ int store_open(const char *url, store **ret, char **reterr)
     if (strncmp(url, "file://", 7) == 0 || url[0] == '/')
         backend = &store_backend_file;
     else if (strncmp(url, "s3://", 5) == 0)
-        return errors_fail(reterr, -EPROTONOSUPPORT,
-                           "s3 store: not available in this build yet (arrives with the S3 "
-                           "store)");
+        backend = &store_backend_s3;
     else
         return errors_fail(reterr, -EINVAL,
                            "unsupported store URL '%s' (expected file:///path or "
@@ -51,7 +50,7 @@ int store_open(const char *url, store **ret, char **reterr)
         return -ENOMEM;
     s->backend = backend;
 
-    int r = backend->open(url, &s->impl, reterr);
+    int r = backend->open(url, opts ? opts : &defaults, &s->impl, reterr);
     if (r < 0) {
         free(s->url);
         return r;
@@ -59,6 +58,11 @@ int store_open(const char *url, store **ret, char **reterr)
 
     *ret = TAKE_PTR(s);
     return 0;
+}
+
+int store_open(const char *url, store **ret, char **reterr)
+{
+    return store_open_with(url, NULL, ret, reterr);
 }
 
 store *store_free(store *s)

@@ -79,8 +79,6 @@ struct open_case {
 };
 
 static const struct open_case bad_opens[] = {
-    {"s3://bucket/keys.json", -EPROTONOSUPPORT,
-     "s3 store: not available in this build yet (arrives with the S3 store)"},
     {"http://example.com/keys.json", -EINVAL,
      "unsupported store URL 'http://example.com/keys.json' (expected file:///path or "
      "s3://bucket/object)"},
