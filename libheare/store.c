@@ -14,9 +14,17 @@
 #include "secret.h"
 #include "store-backend.h"
 
-#define UPDATE_ATTEMPTS 10
+/* Conflicts come from writers on other hosts (a file store's local writers hold its lock).
+ * A writer that lost a race sleeps while the winner goes on with its next write at once, so
+ * while a peer is busy (a burst of admin writes) each try is roughly a coin toss: what
+ * bounds the chance of giving up is the number of tries, not the length of the sleeps.
+ * Hence many tries with short sleeps: 10 ms doubling to 250 ms, 25 tries, about 5 s of
+ * sleeping in all (one GET and one PUT per try on S3), and a give-up chance near 2^-25
+ * per write against a busy peer. With 10 tries of up to 1 s it was 2^-10 per write, seen
+ * in the 2 x 50 concurrent creates of tests/e2e/test_s3.py. */
+#define UPDATE_ATTEMPTS 25
 #define BACKOFF_FIRST_MS 10
-#define BACKOFF_MAX_MS 1000
+#define BACKOFF_MAX_MS 250
 
 struct store {
     char *url;
@@ -110,8 +118,8 @@ int store_write(store *s, const char *expected_version, const char *buf, size_t 
     return r;
 }
 
-/* Sleeps before retry number attempt (1-based): 10 ms doubling up to 1 s, each ±50 %, so
- * writers that collided do not collide again in lockstep. */
+/* Sleeps before retry number attempt (1-based): 10 ms doubling up to 250 ms, each ±50 %,
+ * so writers that collided do not collide again in lockstep. */
 static void backoff(unsigned attempt, unsigned *seed)
 {
     unsigned shift = attempt - 1 < 16 ? attempt - 1 : 16;

@@ -56,7 +56,7 @@ int store_write(store *s, const char *expected_version, const char *buf, size_t 
 
 /* Changes the document with fn and writes it back conditionally: load, keydoc_parse,
  * fn(doc, userdata), keydoc_validate, keydoc_dump, store_write; on -ESTALE it starts over
- * (at most 10 times, with jittered backoff) and then returns -ESTALE. The file backend
+ * (at most 25 times, with jittered backoff, see store.c) and then returns -ESTALE. The file backend
  * holds its lock file for the whole cycle so local writers never conflict. fn may run more
  * than once and must start from the doc it is given; its error is returned as is (and
  * nothing is written). On success *ret_doc (may be NULL) owns the document as written and

@@ -250,10 +250,12 @@ def test_concurrent_creates_on_two_daemons_lose_nothing(make_daemon, front):
     per_daemon = 50
     results, errors = [], []
     lock = threading.Lock()
+    start = threading.Barrier(2 * per_daemon, timeout=60)
 
     def create(d, i):
         try:
             with Varlink(d.admin_sock, timeout=120) as c:
+                start.wait()  # connected: now all at once
                 reply = c.call("io.heare.AuthAdmin.CreateKey", {"name": f"c-{i}"})
             p = ok(reply)
             d.watch(p["secret"])
@@ -264,12 +266,15 @@ def test_concurrent_creates_on_two_daemons_lose_nothing(make_daemon, front):
                 errors.append(repr(e))
 
     threads = [threading.Thread(target=create, args=(d, f"{n}-{i}"))
-               for n, d in enumerate(daemons) for i in range(per_daemon)]
+               for i in range(per_daemon) for n, d in enumerate(daemons)]
+    t0 = time.monotonic()
     for t in threads:
         t.start()
     for t in threads:
         t.join(180)
-    assert not errors, errors[:5]
+    print(f"{2 * per_daemon} creates in {time.monotonic() - t0:.2f}s; requests at the "
+          f"server: {front.stats()}")
+    assert not errors, (len(errors), errors[:5], front.stats())
     assert len(results) == 2 * per_daemon
 
     stored = {k["id"] for k in front.doc()["keys"]}
