@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "conf.h"
 #include "errors.h"
 #include "ids.h"
 #include "json-util.h"
@@ -398,13 +399,44 @@ static void notify_refresh(cli *c)
 
 /* ---- working on the store directly (--store) ------------------------------------------ */
 
+/* An s3:// store needs the daemon's s3-* settings (region, endpoint, addressing, SSE): they
+ * come from where the daemon takes them, its configuration file and then the environment
+ * (SPEC §10), so the CLI talks to the same endpoint as the daemon on this host. A config
+ * file that exists but cannot be read is an error: guessing AWS instead of the configured
+ * endpoint would be worse. */
 static int direct_open(cli *c)
 {
     _cleanup_free_ char *err = NULL;
+    conf cf;
+    int r;
 
     if (c->store)
         return 0;
-    int r = store_open(c->store_url, &c->store, &err);
+    if (strncmp(c->store_url, "s3://", 5) != 0) {
+        r = store_open(c->store_url, &c->store, &err);
+        if (r < 0)
+            return local_error(c, r, "%s", err ? err : strerror(-r));
+        return 0;
+    }
+
+    r = conf_init(&cf);
+    if (r < 0)
+        return oom(c);
+    r = conf_load_file(&cf, CONF_DEFAULT_PATH, false, &err);
+    if (r >= 0)
+        r = conf_load_env(&cf, &err);
+    if (r < 0) {
+        conf_done(&cf);
+        return local_error(c, r, "%s", err ? err : strerror(-r));
+    }
+    store_options opts = {
+        .s3_region = cf.s3_region,
+        .s3_endpoint = cf.s3_endpoint,
+        .s3_addressing = cf.s3_addressing,
+        .s3_sse = cf.s3_sse,
+    };
+    r = store_open_with(c->store_url, &opts, &c->store, &err);
+    conf_done(&cf);
     if (r < 0)
         return local_error(c, r, "%s", err ? err : strerror(-r));
     return 0;
@@ -764,7 +796,9 @@ static const char global_help[] =
     "                  $HEARE_AUTH_VERIFY_SOCKET, else " DEFAULT_VERIFY_SOCKET "\n"
     "  --store URL     work on the store directly (default $HEARE_AUTH_STORE), e.g.\n"
     "                  file:///var/lib/heare-auth/keys.json; after a change, ask the\n"
-    "                  daemon to refresh\n"
+    "                  daemon to refresh. For s3://BUCKET/OBJECT the s3-* settings come\n"
+    "                  from " CONF_DEFAULT_PATH " and the environment\n"
+    "                  (S3_REGION, S3_ENDPOINT, AWS_*), as for heare-authd\n"
     "  --json          print exactly one JSON document on stdout\n"
     "  --no-refresh    with --store: do not ask the daemon to refresh\n"
     "  --timeout MS    give up on the daemon after MS milliseconds (default 5000)\n"

@@ -64,9 +64,8 @@ static void usage(FILE *f)
             "Every configuration key is also a flag, --KEY VALUE (flags override the\n"
             "environment, which overrides the file):\n");
     for (size_t i = 0; i < n; i++)
-        fprintf(f, "      --%-24s %s (default: %s)%s%s%s\n", keys[i].key, keys[i].help,
-                keys[i].default_str, keys[i].env ? "; env: " : "", keys[i].env ? keys[i].env : "",
-                keys[i].active ? "" : " [not active yet]");
+        fprintf(f, "      --%-24s %s (default: %s)%s%s\n", keys[i].key, keys[i].help,
+                keys[i].default_str, keys[i].env ? "; env: " : "", keys[i].env ? keys[i].env : "");
 }
 
 /* Applies the environment and the flags over the file, in that order (SPEC §10). */
@@ -96,24 +95,6 @@ static int load_config(conf *c, const char *path, bool path_given, const flag_se
         c->threads = cpus > 0 ? (unsigned)cpus : 1;
     }
     return 0;
-}
-
-static void report_inactive(const conf *c, bool to_log)
-{
-    size_t n;
-    const conf_key_info *keys = conf_keys(&n);
-    for (size_t i = 0; i < n && i < 64; i++) {
-        if (!(c->inactive_set & (UINT64_C(1) << i)))
-            continue;
-        if (to_log)
-            log_warning("configuration key '%s' is set but not active yet in this version of "
-                        "heare-authd: it has no effect",
-                        keys[i].key);
-        else
-            fprintf(stderr, "heare-authd: warning: '%s' is set but not active yet: it has no "
-                            "effect\n",
-                    keys[i].key);
-    }
 }
 
 /* Binds path ourselves: creates the directory, replaces a stale socket file, and refuses
@@ -435,14 +416,12 @@ int main(int argc, char **argv)
     if (check_only) {
         _cleanup_free_ char *dump = conf_dump(&c);
         fputs(dump ? dump : "", stdout);
-        report_inactive(&c, false);
         printf("# configuration OK\n");
         conf_done(&c);
         return 0;
     }
 
     log_setup(choose_log_target(&c), c.log_level);
-    report_inactive(&c, true);
 
     /* Signals are taken synchronously by this thread; every thread inherits the mask. */
     sigset_t mask;

@@ -324,7 +324,13 @@ int state_init(const conf *c, char **reterr)
     pthread_cond_init(&g_cond, &attr);
     pthread_condattr_destroy(&attr);
 
-    int r = store_open(c->store, &g_store, reterr);
+    store_options opts = {
+        .s3_region = c->s3_region,
+        .s3_endpoint = c->s3_endpoint,
+        .s3_addressing = c->s3_addressing,
+        .s3_sse = c->s3_sse,
+    };
+    int r = store_open_with(c->store, &opts, &g_store, reterr);
     if (r < 0)
         return r;
 

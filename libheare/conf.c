@@ -50,35 +50,32 @@ static int set_threads(conf *c, const char *key, const char *value, char **reter
 
 static const conf_key_info keys[] = {
     {"store", "file:///var/lib/heare-auth/keys.json", "HEARE_AUTH_STORE, S3_BUCKET + S3_KEY",
-     "where the keys live: file:///PATH, an absolute path, or s3://BUCKET/OBJECT", true},
-    {"s3-region", "us-east-1", "S3_REGION, AWS_REGION", "S3 region", false},
-    {"s3-endpoint", "AWS", "S3_ENDPOINT", "S3-compatible endpoint URL", false},
+     "where the keys live: file:///PATH, an absolute path, or s3://BUCKET/OBJECT"},
+    {"s3-region", "us-east-1", "S3_REGION, AWS_REGION", "S3 region"},
+    {"s3-endpoint", "AWS", "S3_ENDPOINT", "S3-compatible endpoint URL"},
     {"s3-addressing", "virtual for AWS, path for a custom endpoint", NULL,
-     "S3 addressing: virtual or path", false},
-    {"s3-sse", "AES256", NULL, "S3 server-side encryption: AES256, aws:kms or none", false},
-    {"poll-interval", "10s", NULL, "how often the store is re-read", true},
+     "S3 addressing: virtual or path"},
+    {"s3-sse", "AES256", NULL, "S3 server-side encryption: AES256, aws:kms or none"},
+    {"poll-interval", "10s", NULL, "how often the store is re-read"},
     {"cache", "/var/cache/heare-auth/keys.json", NULL,
-     "last-known-good copy of the store; empty disables it", true},
-    {"verify-socket", "/run/heare-auth/verify.sock", NULL, "verify socket path", true},
-    {"admin-socket", "/run/heare-auth/admin.sock", NULL, "admin socket path", true},
-    {"http-listen", "off", "HTTP_LISTEN", "HTTP listener: HOST:PORT, [ADDRESS]:PORT or unix:/PATH",
-     true},
-    {"admin-users", "none", NULL, "users (names or uids) allowed to call the admin interface",
-     true},
-    {"admin-groups", "none", NULL, "groups (names or gids) allowed to call the admin interface",
-     true},
-    {"log-format", "auto", NULL, "auto, json or journal", true},
-    {"log-level", "info", NULL, "err, warning, notice, info or debug", true},
-    {"log-verify", "all", NULL, "which verifications are logged: all, failures or none", true},
+     "last-known-good copy of the store; empty disables it"},
+    {"verify-socket", "/run/heare-auth/verify.sock", NULL, "verify socket path"},
+    {"admin-socket", "/run/heare-auth/admin.sock", NULL, "admin socket path"},
+    {"http-listen", "off", "HTTP_LISTEN", "HTTP listener: HOST:PORT, [ADDRESS]:PORT or unix:/PATH"},
+    {"admin-users", "none", NULL, "users (names or uids) allowed to call the admin interface"},
+    {"admin-groups", "none", NULL, "groups (names or gids) allowed to call the admin interface"},
+    {"log-format", "auto", NULL, "auto, json or journal"},
+    {"log-level", "info", NULL, "err, warning, notice, info or debug"},
+    {"log-verify", "all", NULL, "which verifications are logged: all, failures or none"},
     {"metrics-url", "off", "PROTOCOL + DEST_HOST + DEST_PORT",
-     "where metrics are pushed: udp://HOST:PORT or http(s)://...", true},
-    {"metrics-secret", "none", "SECRET", "bearer token for pushing metrics over HTTP(S)", true},
-    {"metrics-prefix", "heare-auth", NULL, "prefix of the pushed metric names", true},
-    {"metrics-interval", "10s", NULL, "how often metrics are pushed", true},
+     "where metrics are pushed: udp://HOST:PORT or http(s)://..."},
+    {"metrics-secret", "none", "SECRET", "bearer token for pushing metrics over HTTP(S)"},
+    {"metrics-prefix", "heare-auth", NULL, "prefix of the pushed metric names"},
+    {"metrics-interval", "10s", NULL, "how often metrics are pushed"},
     {"max-failures-per-minute", "600", NULL,
-     "failed verifies a peer may make per minute before it is throttled", true},
-    {"idle-timeout", "60s", NULL, "idle connections are closed after this", true},
-    {"threads", "number of CPUs", NULL, "worker threads, 1 to 256", true},
+     "failed verifies a peer may make per minute before it is throttled"},
+    {"idle-timeout", "60s", NULL, "idle connections are closed after this"},
+    {"threads", "number of CPUs", NULL, "worker threads, 1 to 256"},
 };
 
 /* Setters by the index of keys[]; kept apart so conf_keys() hands out only the public part. */
@@ -108,7 +105,6 @@ static const conf_setter setters[] = {
 };
 
 _Static_assert(ELEMENTSOF(keys) == ELEMENTSOF(setters), "one setter per key");
-_Static_assert(ELEMENTSOF(keys) <= 64, "inactive_set has 64 bits");
 
 const conf_key_info *conf_keys(size_t *ret_n)
 {
@@ -712,8 +708,6 @@ int conf_set(conf *c, const char *key, const char *value, char **reterr)
         int r = setters[i](c, keys[i].key, value, reterr);
         if (r < 0)
             return r;
-        if (!keys[i].active)
-            c->inactive_set |= UINT64_C(1) << i;
         return 0;
     }
     if (reterr && asprintf(reterr, "unknown key '%s'", key) < 0)
@@ -1015,8 +1009,7 @@ char *conf_dump(const conf *c)
             return NULL;
         }
         /* No trailing space after '=' when the value is empty. */
-        fprintf(f, "%s =%s%s%s\n", keys[i].key, vsize > 0 ? " " : "", value,
-                keys[i].active ? "" : "  # not active yet");
+        fprintf(f, "%s =%s%s\n", keys[i].key, vsize > 0 ? " " : "", value);
     }
     if (fclose(f) != 0) {
         free(buf);

@@ -47,9 +47,6 @@ typedef struct conf {
     int64_t max_failures_per_minute;
     int64_t idle_timeout_ms;
     unsigned threads;     /* 0 until set: the number of CPUs */
-    /* Keys that were set although their feature is not active in this build (bitmask by
-     * index into conf_keys()). */
-    uint64_t inactive_set;
 } conf;
 
 typedef struct conf_key_info {
@@ -57,7 +54,6 @@ typedef struct conf_key_info {
     const char *default_str; /* as shown in --help */
     const char *env;         /* environment names, for --help ("HTTP_LISTEN"), or NULL */
     const char *help;        /* one line */
-    bool active;             /* false: accepted, reported "not active yet" */
 } conf_key_info;
 
 /* The table of every configuration key, in SPEC order. */
@@ -84,7 +80,6 @@ int conf_load_file(conf *c, const char *path, bool must_exist, char **reterr);
  * Errors: -EINVAL, *reterr = "environment VAR: reason". */
 int conf_load_env(conf *c, char **reterr);
 
-/* Writes "key = value" lines for the effective configuration, secrets shown as "(set)",
- * keys whose feature is not active marked "# not active yet". Returns a malloc'd string or
- * NULL on OOM. */
+/* Writes "key = value" lines for the effective configuration, secrets shown as "(set)".
+ * Returns a malloc'd string or NULL on OOM. */
 char *conf_dump(const conf *c);

@@ -6,8 +6,8 @@
 
 typedef struct store_backend {
     const char *scheme; /* "file", "s3" */
-    /* Opens from the URL; *ret_impl is the backend's state. */
-    int (*open)(const char *url, void **ret_impl, char **reterr);
+    /* Opens from the URL; *ret_impl is the backend's state. opts is never NULL. */
+    int (*open)(const char *url, const store_options *opts, void **ret_impl, char **reterr);
     void (*free)(void *impl);
     int (*load)(void *impl, const char *if_not_version, char **ret_buf, size_t *ret_len,
                 char **ret_version, char **reterr);
@@ -21,3 +21,4 @@ typedef struct store_backend {
 } store_backend;
 
 extern const store_backend store_backend_file;
+extern const store_backend store_backend_s3;

@@ -282,7 +282,7 @@ static void file_free(void *impl)
     free(f);
 }
 
-static int file_open(const char *url, void **ret_impl, char **reterr)
+static int file_open(const char *url, const store_options *opts, void **ret_impl, char **reterr)
 {
     const char *path = strncmp(url, "file://", 7) == 0 ? url + 7 : url;
 

@@ -1,5 +1,5 @@
 /* store: where the key document lives (SPEC §4). One interface, two backends: a local file
- * (store-file.c) and, later, one S3 object. Both implement load-with-version-token and
+ * (store-file.c) and one S3 object (store-s3.c). Both implement load-with-version-token and
  * conditional write; read-modify-write is built once, here, on those two. Version tokens
  * are opaque strings; "" means "the object does not exist". The library never logs:
  * failures come back as -errno plus a one-line *reterr (caller frees) naming the store. */
@@ -12,9 +12,23 @@
 
 typedef struct store store;
 
-/* Opens a store from its URL: "file:///abs/path" (or a bare absolute path). "s3://…"
- * returns -EPROTONOSUPPORT with *reterr saying the S3 store is not built yet. Nothing is
- * read or created until the first load/write. */
+/* What a store URL alone does not say; the file store needs none of it. Zeroed (or a NULL
+ * pointer) means every default. The daemon and the CLI fill it from conf (SPEC §10). */
+typedef struct store_options {
+    const char *s3_region;     /* NULL: "us-east-1" */
+    const char *s3_endpoint;   /* "http[s]://host[:port][/path]"; NULL: AWS, https */
+    const char *s3_addressing; /* "virtual" | "path"; NULL: virtual for AWS, path for a
+                                * custom endpoint */
+    const char *s3_sse;        /* "AES256" | "aws:kms" | "none"; NULL: "AES256" */
+    int connect_timeout_ms;    /* per connection; 0: 5000 */
+    int timeout_ms;            /* per request, all included; 0: 20000 */
+} store_options;
+
+/* Opens a store from its URL: "file:///abs/path" (or a bare absolute path) or
+ * "s3://BUCKET/OBJECT" (credentials per SPEC §4, see s3-credentials.h: none found is an
+ * error here already). Nothing is read or created until the first load/write. */
+int store_open_with(const char *url, const store_options *opts, store **ret, char **reterr);
+/* The same with every option at its default. */
 int store_open(const char *url, store **ret, char **reterr);
 
 /* Frees s. NULL is fine. Returns NULL. */
@@ -29,7 +43,7 @@ const char *store_url(const store *s);
 
 /* Loads the document. If if_not_version is non-NULL and the object is unchanged since that
  * version, returns 1 and sets nothing (the file backend decides by stat without reading;
- * S3 by If-None-Match). Otherwise returns 0 with *ret_buf and *ret_len (caller frees; NULL, 0
+ * S3 by If-None-Match: a 304, nothing transferred; "" and still no object is unchanged too). Otherwise returns 0 with *ret_buf and *ret_len (caller frees; NULL, 0
  * and version "" if the object does not exist) and *ret_version (caller frees). */
 int store_load(store *s, const char *if_not_version, char **ret_buf, size_t *ret_len,
                char **ret_version, char **reterr);
@@ -42,7 +56,7 @@ int store_write(store *s, const char *expected_version, const char *buf, size_t 
 
 /* Changes the document with fn and writes it back conditionally: load, keydoc_parse,
  * fn(doc, userdata), keydoc_validate, keydoc_dump, store_write; on -ESTALE it starts over
- * (at most 10 times, with jittered backoff) and then returns -ESTALE. The file backend
+ * (at most 25 times, with jittered backoff, see store.c) and then returns -ESTALE. The file backend
  * holds its lock file for the whole cycle so local writers never conflict. fn may run more
  * than once and must start from the doc it is given; its error is returned as is (and
  * nothing is written). On success *ret_doc (may be NULL) owns the document as written and

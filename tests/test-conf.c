@@ -1,4 +1,4 @@
-/* test-conf: defaults, bad values per key, config files, environment, inactive keys, dump. */
+/* test-conf: defaults, bad values per key, config files, environment, dump. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,13 +53,6 @@ static void test_keys_table(void)
         "idle-timeout",
         "threads",
     };
-    static const char *const active[] = {
-        "store",        "poll-interval", "cache",        "verify-socket",
-        "admin-socket", "admin-users",   "admin-groups", "log-format",
-        "log-level",    "log-verify",    "idle-timeout", "threads",
-        "max-failures-per-minute", "http-listen", "metrics-url", "metrics-secret",
-        "metrics-prefix", "metrics-interval",
-    };
     size_t n;
     const conf_key_info *k = conf_keys(&n);
 
@@ -67,13 +60,6 @@ static void test_keys_table(void)
     for (size_t i = 0; i < n; i++) {
         CHECK_STR(k[i].key, order[i]);
         CHECK(k[i].default_str && k[i].help);
-        bool want_active = false;
-        for (size_t j = 0; j < ELEMENTSOF(active); j++)
-            want_active |= strcmp(active[j], k[i].key) == 0;
-        if (k[i].active != want_active) {
-            fprintf(stderr, "%s: active=%d\n", k[i].key, k[i].active);
-            exit(1);
-        }
     }
     CHECK_STR(k[key_index("poll-interval")].default_str, "10s");
     CHECK(check_contains(k[key_index("store")].env, "HEARE_AUTH_STORE"));
@@ -107,7 +93,6 @@ static void test_defaults(void)
     CHECK_INT(c.max_failures_per_minute, 600);
     CHECK_INT(c.idle_timeout_ms, 60000);
     CHECK_INT(c.threads, 0);
-    CHECK_INT(c.inactive_set, 0);
 
     /* conf_done may run twice (half-built or already done). */
     conf_done(&c);
@@ -190,7 +175,6 @@ static void test_good_values(void)
     CHECK_INT(c.n_admin_gids, 2);
     CHECK_INT(c.admin_gids[0], 0);
     CHECK_INT(c.admin_gids[1], 4242);
-    CHECK_INT(c.inactive_set, 0); /* only active keys so far */
 
     SET_OK("metrics-interval", "1w");
     CHECK_INT(c.metrics_interval_ms, 604800000);
@@ -318,31 +302,7 @@ static void test_bad_values(void)
         /* A refused value changes nothing. */
         _cleanup_free_ char *after = conf_dump(&c);
         CHECK_STR(after, before);
-        CHECK_INT(c.inactive_set, 0);
     }
-}
-
-static void test_inactive(void)
-{
-    _cleanup_conf_ conf c;
-    _cleanup_free_ char *err = NULL;
-
-    CHECK_INT(conf_init(&c), 0);
-    CHECK_INT(conf_set(&c, "poll-interval", "5s", &err), 0);
-    CHECK_INT(c.inactive_set, 0);
-    CHECK_INT(conf_set(&c, "s3-region", "eu-west-1", &err), 0);
-    CHECK_INT(c.inactive_set, UINT64_C(1) << key_index("s3-region"));
-    CHECK_STR(c.s3_region, "eu-west-1");
-    CHECK_INT(conf_set(&c, "s3-endpoint", "http://127.0.0.1:9000", &err), 0);
-    CHECK_INT(c.inactive_set, (UINT64_C(1) << key_index("s3-region")) |
-                                  (UINT64_C(1) << key_index("s3-endpoint")));
-    /* An active key sets no bit. */
-    CHECK_INT(conf_set(&c, "max-failures-per-minute", "10", &err), 0);
-    CHECK_INT(c.max_failures_per_minute, 10);
-    CHECK(!(c.inactive_set & (UINT64_C(1) << key_index("max-failures-per-minute"))));
-    /* A bad value for an inactive key is still an error, and sets no bit. */
-    CHECK_INT(conf_set(&c, "s3-sse", "bogus", &err), -EINVAL);
-    CHECK(!(c.inactive_set & (UINT64_C(1) << key_index("s3-sse"))));
 }
 
 static char tmpdir[] = "/tmp/test-conf-XXXXXX";
@@ -388,7 +348,6 @@ static void test_file_good(void)
     CHECK_INT(c.admin_uids[1], 1);
     CHECK_INT(c.threads, 8); /* the last one wins */
     CHECK_INT(c.idle_timeout_ms, 300000);
-    CHECK_INT(c.inactive_set, 0);
     unlink(path);
 
     /* A missing file is fine unless it must exist. */
@@ -517,7 +476,6 @@ static void test_env(void)
         CHECK_INT(conf_load_env(&c, &err), 0);
         after = conf_dump(&c);
         CHECK_STR(after, before);
-        CHECK_INT(c.inactive_set, 0);
     }
     {
         _cleanup_conf_ conf c;
@@ -557,9 +515,6 @@ static void test_env(void)
         CHECK_STR(c.s3_endpoint, "http://127.0.0.1:9000");
         CHECK_STR(c.http_listen, "127.0.0.1:8000");
         CHECK_STR(c.metrics_secret, "pushtoken");
-        CHECK(c.inactive_set & (UINT64_C(1) << key_index("s3-region")));
-        CHECK(!(c.inactive_set & (UINT64_C(1) << key_index("http-listen"))));
-        CHECK(!(c.inactive_set & (UINT64_C(1) << key_index("store"))));
         clear_env();
     }
     {
@@ -638,7 +593,7 @@ static void test_dump(void)
     CHECK(check_contains(dump, "log-format = auto\n"));
     CHECK(check_contains(dump, "log-verify = all\n"));
     CHECK(check_contains(dump, "admin-users =\n"));
-    CHECK(check_contains(dump, "s3-addressing = virtual  # not active yet\n"));
+    CHECK(check_contains(dump, "s3-addressing = virtual\n"));
     CHECK(check_contains(dump, "http-listen =\n"));
     CHECK(check_contains(dump, "metrics-secret =\n"));
     CHECK(check_contains(dump, "max-failures-per-minute = 600\n"));
@@ -670,7 +625,7 @@ static void test_dump(void)
     CHECK(check_contains(dump, "admin-users = 0 1000\n"));
     CHECK(check_contains(dump, "admin-groups = 0\n"));
     CHECK(check_contains(dump, "log-level = warning\n"));
-    CHECK(check_contains(dump, "s3-addressing = path  # not active yet\n"));
+    CHECK(check_contains(dump, "s3-addressing = path\n"));
     CHECK(check_contains(dump, "cache =\n"));
     CHECK(check_contains(dump, "poll-interval = 120s\n"));
     CHECK(check_contains(dump, "threads = 3\n"));
@@ -683,7 +638,6 @@ int main(void)
     test_defaults();
     test_good_values();
     test_bad_values();
-    test_inactive();
     test_file_good();
     test_file_bad();
     test_env();

@@ -230,21 +230,6 @@ def test_default_config_may_be_missing(tmpdir_e2e):
     assert res.returncode == 0, res
 
 
-def test_inactive_feature_is_accepted_and_reported(make_daemon, tmpdir_e2e):
-    res = authd("--s3-region", "eu-west-1", "--check-config")
-    assert res.returncode == 0, res
-    assert "not active yet" in res.stdout + res.stderr, res
-    conf = write_conf(tmpdir_e2e, "s3-region = eu-west-1\n")
-    res = authd("--config", conf, "--check-config")
-    assert res.returncode == 0, res
-    assert "not active yet" in res.stdout + res.stderr, res
-
-    d = make_daemon(extra_args=["--s3-region", "eu-west-1"])
-    assert d.health()["status"] == "healthy"
-    lines = [line for line in d.raw_log().splitlines() if "not active yet" in line]
-    assert lines and any("s3-region" in line for line in lines), d.raw_log()
-
-
 def test_help_lists_every_key():
     res = authd("--help")
     assert res.returncode == 0, res

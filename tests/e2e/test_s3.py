@@ -1,0 +1,423 @@
+"""The S3 store (SPEC §4) against a real peer that checks SigV4 signatures:
+@20minutes/s3rver behind tests/s3/front.js (anonymous requests refused, conditional
+PutObject as S3 does it, requests counted). Propagation between daemons, concurrent
+writers, the last-known-good cache, corrupt objects, wrong credentials, 304 polls."""
+import json
+import os
+import select
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from conftest import HEARE_AUTH, ROOT, Varlink, ok, run_cli, v2_key, wait_for
+
+S3_DIR = os.path.join(ROOT, "tests", "s3")
+BUCKET = "heare"
+ACCESS_KEY = "S3RVER"   # s3rver's built-in account
+SECRET_KEY = "S3RVER"
+WRONG_SECRET = "wrong-secret-5b1e9c7d2f"
+POLL = 1.0              # the daemons' poll-interval in these tests, seconds
+
+
+@pytest.fixture(scope="module", autouse=True)
+def s3_installed():
+    """The test server's npm packages, installed from the lockfile if not yet there."""
+    res = subprocess.run([os.path.join(S3_DIR, "..", "npm-peers")], capture_output=True,
+                         text=True,
+                         timeout=300)
+    assert res.returncode == 0, f"tests/npm-peers failed:\n{res.stdout}\n{res.stderr}"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class Front:
+    """tests/s3/front.js (and the s3rver behind it) on loopback; data kept in its own dir,
+    so it can be stopped and started again on the same port with the same objects."""
+
+    def __init__(self, port=0):
+        self.data = tempfile.mkdtemp(prefix="heare-s3-")
+        self.port = port
+        self.proc = None
+        self.backend_port = None
+
+    def start(self, timeout=20.0):
+        self.proc = subprocess.Popen(
+            ["node", os.path.join(S3_DIR, "front.js"), "--data", self.data, "--port",
+             str(self.port), "--bucket", BUCKET],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+            cwd=S3_DIR)
+        ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+        line = self.proc.stdout.readline() if ready else b""
+        if not line:
+            self.proc.kill()
+            err = self.proc.stderr.read().decode(errors="replace")
+            pytest.fail(f"front.js did not start within {timeout}s: {err}")
+        info = json.loads(line)
+        self.port = info["port"]
+        self.backend_port = info["backend_port"]
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    @property
+    def endpoint(self):
+        return f"http://127.0.0.1:{self.port}"
+
+    def _req(self, method, url, data=None):
+        req = urllib.request.Request(url, data=data, method=method)
+        try:
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
+
+    def stats(self):
+        status, body = self._req("GET", f"{self.endpoint}/__front/stats")
+        assert status == 200
+        return json.loads(body)
+
+    def reset_stats(self):
+        self._req("POST", f"{self.endpoint}/__front/reset", b"")
+
+    # Straight to s3rver, unsigned, behind the daemons' backs.
+    def raw_put(self, obj, text):
+        status, body = self._req("PUT", f"http://127.0.0.1:{self.backend_port}/{BUCKET}/{obj}",
+                                 text.encode())
+        assert status == 200, (status, body)
+
+    def raw_get(self, obj):
+        status, body = self._req("GET", f"http://127.0.0.1:{self.backend_port}/{BUCKET}/{obj}")
+        return status, body.decode(errors="replace")
+
+    def doc(self, obj="keys.json"):
+        status, body = self.raw_get(obj)
+        assert status == 200, (status, body)
+        return json.loads(body)
+
+    def cleanup(self):
+        self.stop()
+        subprocess.run(["rm", "-rf", self.data], check=False)
+
+
+@pytest.fixture
+def front():
+    f = Front().start()
+    yield f
+    f.cleanup()
+
+
+def s3_env(secret=SECRET_KEY, **extra):
+    env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": secret}
+    env.update(extra)
+    return env
+
+
+def s3_daemon(make_daemon, endpoint, obj="keys.json", env=None, start=True, **kw):
+    """A heare-authd on s3://heare/OBJ at endpoint, credentials from env (default: the
+    right ones in the environment)."""
+    d = make_daemon(start=False, **kw)
+    d.store_url = f"s3://{BUCKET}/{obj}"
+    d.extra_args += ["--s3-endpoint", endpoint]
+    extra = s3_env() if env is None else env
+    base_env = d.env
+    d.env = lambda notify: {**base_env(notify), **extra}
+    if start:
+        d.start()
+    return d
+
+
+def cli_env(endpoint, **extra):
+    e = {k: v for k, v in os.environ.items()
+         if not k.startswith(("HEARE_AUTH_", "S3_", "AWS_", "CREDENTIALS_DIRECTORY"))}
+    e.update(s3_env(S3_ENDPOINT=endpoint))
+    e.update(extra)
+    return e
+
+
+def doc_with(*entries):
+    return {"version": 2, "keys": list(entries)}
+
+
+# ---- credentials and errors ------------------------------------------------------------
+
+
+def test_wrong_secret_is_a_clear_error_and_the_daemon_serves_its_cache(make_daemon, front):
+    entry, secret = v2_key("cached")
+    front.raw_put("keys.json", json.dumps(doc_with(entry)))
+    d = s3_daemon(make_daemon, front.endpoint, env=s3_env(WRONG_SECRET),
+                  cache_doc=doc_with(entry))
+    d.watch(secret)
+    d.watch(WRONG_SECRET)
+
+    h = d.health()
+    assert h["status"] == "degraded", h
+    err = h["last_error"]
+    for part in ("bucket 'heare'", "object 'keys.json'", "HTTP 403", "SignatureDoesNotMatch"):
+        assert part in err, err
+    assert WRONG_SECRET not in err and "Signature=" not in err, err
+    assert d.verify(secret)["code"] == "VALID"
+    assert d.events("cache_loaded"), d.raw_log()
+    assert "Signature=" not in d.raw_log()
+
+    # The CLI says the same in one line, exit 3 (store unreachable).
+    res = run_cli([HEARE_AUTH, "--store", f"s3://{BUCKET}/keys.json", "list"],
+                  env=cli_env(front.endpoint, AWS_SECRET_ACCESS_KEY=WRONG_SECRET))
+    assert res.returncode == 3, res
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert "SignatureDoesNotMatch" in lines[0] and "HTTP 403" in lines[0], lines[0]
+    assert "object 'keys.json'" in lines[0] and WRONG_SECRET not in lines[0], lines[0]
+
+
+def test_rotated_credential_file_is_picked_up_without_restart(make_daemon, front, tmpdir_e2e):
+    entry, secret = v2_key("rotating")
+    front.raw_put("keys.json", json.dumps(doc_with(entry)))
+    creds = os.path.join(tmpdir_e2e, "credentials")
+    os.mkdir(creds, 0o700)
+
+    def put(name, value):
+        with open(os.path.join(creds, name), "w") as f:
+            f.write(value + "\n")
+
+    put("aws-access-key-id", ACCESS_KEY)
+    put("aws-secret-access-key", WRONG_SECRET)
+    d = s3_daemon(make_daemon, front.endpoint, env={"CREDENTIALS_DIRECTORY": creds},
+                  poll_interval="1s")
+    d.watch(secret)
+    d.watch(WRONG_SECRET)
+    assert d.health()["status"] == "unhealthy"
+    assert "SignatureDoesNotMatch" in d.health()["last_error"]
+
+    put("aws-secret-access-key", SECRET_KEY)  # what systemd does on a restart of the unit
+    wait_for(lambda: d.health()["status"] == "healthy", 5 * POLL, what="recovery")
+    assert d.verify(secret)["code"] == "VALID"
+
+
+def test_anonymous_requests_are_refused_by_the_test_server(front):
+    # The peer must refuse what is not signed, or the tests would prove nothing.
+    status, body = front._req("GET", f"{front.endpoint}/{BUCKET}/keys.json")
+    assert status == 403 and b"AccessDenied" in body
+
+
+# ---- propagation ----------------------------------------------------------------------
+
+
+def test_create_and_delete_propagate_between_daemons(make_daemon, front):
+    a = s3_daemon(make_daemon, front.endpoint)
+    b = s3_daemon(make_daemon, front.endpoint)
+
+    key, secret = a.create("from-a")
+    b.watch(secret)
+    assert a.verify(secret)["code"] == "VALID"
+    t0 = time.monotonic()
+    wait_for(lambda: b.verify(secret)["code"] == "VALID", 3 * POLL, interval=0.05,
+             what="key created on A to verify on B")
+    elapsed = time.monotonic() - t0
+    assert elapsed <= POLL * 1.1 + 0.5, f"took {elapsed:.2f}s for a {POLL}s poll interval"
+
+    ok(b.call("io.heare.AuthAdmin.DeleteKey", {"id": key["id"]}))
+    assert b.verify(secret)["code"] == "NOT_FOUND"
+    t0 = time.monotonic()
+    wait_for(lambda: a.verify(secret)["code"] == "NOT_FOUND", 3 * POLL, interval=0.05,
+             what="key deleted on B to stop verifying on A")
+    elapsed = time.monotonic() - t0
+    assert elapsed <= POLL * 1.1 + 0.5, f"took {elapsed:.2f}s for a {POLL}s poll interval"
+    assert front.doc()["keys"] == []
+
+
+def test_concurrent_creates_on_two_daemons_lose_nothing(make_daemon, front):
+    daemons = [s3_daemon(make_daemon, front.endpoint), s3_daemon(make_daemon, front.endpoint)]
+    per_daemon = 50
+    results, errors = [], []
+    lock = threading.Lock()
+    start = threading.Barrier(2 * per_daemon, timeout=60)
+
+    def create(d, i):
+        try:
+            with Varlink(d.admin_sock, timeout=120) as c:
+                start.wait()  # connected: now all at once
+                reply = c.call("io.heare.AuthAdmin.CreateKey", {"name": f"c-{i}"})
+            p = ok(reply)
+            d.watch(p["secret"])
+            with lock:
+                results.append(p["key"]["id"])
+        except Exception as e:  # noqa: BLE001 - reported below
+            with lock:
+                errors.append(repr(e))
+
+    threads = [threading.Thread(target=create, args=(d, f"{n}-{i}"))
+               for i in range(per_daemon) for n, d in enumerate(daemons)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    print(f"{2 * per_daemon} creates in {time.monotonic() - t0:.2f}s; requests at the "
+          f"server: {front.stats()}")
+    assert not errors, (len(errors), errors[:5], front.stats())
+    assert len(results) == 2 * per_daemon
+
+    stored = {k["id"] for k in front.doc()["keys"]}
+    assert stored == set(results), (len(stored), len(set(results)))
+    for d in daemons:
+        wait_for(lambda d=d: d.health()["keys_loaded"] == 2 * per_daemon, 5 * POLL,
+                 what="both daemons to see all keys")
+    # Conflicts did happen and were retried (412 at the server), not avoided by luck.
+    assert front.stats()["by"].get("PUT 412", 0) >= 1, front.stats()
+
+
+# ---- cache and failures ---------------------------------------------------------------
+
+
+def test_unreachable_at_start_serves_cache_then_recovers(make_daemon, tmpdir_e2e):
+    cached, cached_secret = v2_key("cached-only")
+    stored, stored_secret = v2_key("in-s3")
+    port = free_port()
+    d = s3_daemon(make_daemon, f"http://127.0.0.1:{port}", cache_doc=doc_with(cached))
+    d.watch(cached_secret)
+    d.watch(stored_secret)
+
+    h = d.health()
+    assert h["status"] == "degraded", h
+    assert "serving from cache" in h["last_error"], h
+    assert "bucket 'heare'" in h["last_error"], h
+    assert d.verify(cached_secret)["code"] == "VALID"
+
+    # The object is there before the server comes up on the daemon's port (a store that
+    # comes back without it would rightly be an empty store).
+    f = Front().start()
+    try:
+        f.raw_put("keys.json", json.dumps(doc_with(stored)))
+        f.stop()
+        time.sleep(3 * POLL)
+        assert d.health()["status"] == "degraded"
+        assert d.verify(cached_secret)["code"] == "VALID"
+
+        f.port = port
+        f.start()
+        wait_for(lambda: d.health()["status"] == "healthy", 5 * POLL, what="recovery")
+        assert d.health()["last_error"] is None
+        assert d.verify(stored_secret)["code"] == "VALID"
+        assert d.verify(cached_secret)["code"] == "NOT_FOUND"
+
+        # The cache is rewritten (just after the swap) with what the store holds, mode 0600.
+        def cache_ids():
+            with open(d.cache_path) as fh:
+                return {k["id"] for k in json.load(fh)["keys"]}
+        wait_for(lambda: cache_ids() == {stored["id"]}, 2.0, what="the cache to be rewritten")
+        assert stat.S_IMODE(os.stat(d.cache_path).st_mode) == 0o600
+
+        # And when the store goes away again, the keys stay.
+        f.stop()
+        wait_for(lambda: d.health()["status"] == "degraded", 5 * POLL, what="degraded")
+        assert d.verify(stored_secret)["code"] == "VALID"
+    finally:
+        f.cleanup()
+
+
+def test_corrupt_object_keeps_old_keys(make_daemon, front):
+    entry, secret = v2_key("survivor")
+    front.raw_put("keys.json", json.dumps(doc_with(entry)))
+    d = s3_daemon(make_daemon, front.endpoint)
+    d.watch(secret)
+    assert d.health()["status"] == "healthy"
+
+    front.raw_put("keys.json", '{"version": 2, "keys": [ this is not json')
+    wait_for(lambda: d.health()["status"] == "degraded", 5 * POLL, what="degraded")
+    assert "document rejected" in d.health()["last_error"]
+    assert d.verify(secret)["code"] == "VALID"
+    # The cache was not overwritten with the broken object.
+    with open(d.cache_path) as fh:
+        assert {k["id"] for k in json.load(fh)["keys"]} == {entry["id"]}
+
+    front.raw_put("keys.json", json.dumps(doc_with(entry)))
+    wait_for(lambda: d.health()["status"] == "healthy", 5 * POLL, what="healthy again")
+    assert d.verify(secret)["code"] == "VALID"
+
+
+def test_unchanged_object_costs_one_304_per_poll(make_daemon, front):
+    entry, secret = v2_key("steady")
+    front.raw_put("keys.json", json.dumps(doc_with(entry)))
+    d = s3_daemon(make_daemon, front.endpoint)
+    d.watch(secret)
+    assert d.health()["status"] == "healthy"
+
+    front.reset_stats()
+    window = 5.5
+    time.sleep(window)
+    s = front.stats()
+    polls = s["by"].get("GET 304", 0)
+    assert s["total"] == polls, s  # nothing but 304s
+    # poll-interval 1s with ±10 % jitter: 5 or 6 polls in 5.5 s, allow one either way.
+    assert window / (POLL * 1.1) - 1 <= polls <= window / (POLL * 0.9) + 1, s
+    assert d.health()["status"] == "healthy"
+
+
+# ---- CLI direct mode and the compat environment ---------------------------------------
+
+
+def test_cli_direct_mode_on_s3(make_daemon, front):
+    d = s3_daemon(make_daemon, front.endpoint)
+    env = cli_env(front.endpoint)
+    url = f"s3://{BUCKET}/keys.json"
+
+    res = run_cli([HEARE_AUTH, "--store", url, "--no-refresh", "--json", "create", "--name",
+                   "via-cli"], env=env)
+    assert res.returncode == 0, res
+    out = json.loads(res.stdout)
+    secret = out["secret"]
+    d.watch(secret)
+    assert out["key"]["id"] in {k["id"] for k in front.doc()["keys"]}
+
+    wait_for(lambda: d.verify(secret)["code"] == "VALID", 3 * POLL, what="daemon to see it")
+
+    res = run_cli([HEARE_AUTH, "--store", url, "verify"], input=secret + "\n", env=env)
+    assert res.returncode == 0, res
+    res = run_cli([HEARE_AUTH, "--store", url, "--json", "health"], env=env)
+    assert res.returncode == 0, res
+    assert json.loads(res.stdout)["keys_loaded"] == 1
+
+    res = run_cli([HEARE_AUTH, "--store", url, "--no-refresh", "delete", out["key"]["id"],
+                   "--yes"], env=env)
+    assert res.returncode == 0, res
+    assert front.doc()["keys"] == []
+
+
+def test_compat_environment(make_daemon, front):
+    """The Python service's variables alone: S3_BUCKET, S3_KEY, S3_REGION, S3_ENDPOINT and
+    the AWS_* credentials."""
+    d = make_daemon(start=False)
+    env = s3_env(S3_BUCKET=BUCKET, S3_KEY="compat/keys.json", S3_REGION="eu-west-1",
+                 S3_ENDPOINT=front.endpoint)
+    base_env = d.env
+    d.env = lambda notify: {**base_env(notify), **env}
+    d.base_args = lambda: ["--cache", d.cache_path, "--verify-socket", d.verify_sock,
+                           "--admin-socket", d.admin_sock, "--poll-interval", "1s",
+                           "--threads", "2"]
+    d.start()
+    h = d.health()
+    assert h["store"] == f"s3://{BUCKET}/compat/keys.json", h
+    assert h["status"] == "healthy", h
+    key, secret = d.create("compat")
+    assert [k["id"] for k in front.doc("compat/keys.json")["keys"]] == [key["id"]]
