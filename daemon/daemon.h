@@ -19,6 +19,7 @@
 typedef struct snapshot {
     keystore *ks;
     keystate **states;
+    struct snapshot *retired_next; /* state.c: a retired snapshot waiting to be freed */
 } snapshot;
 
 /* The configuration the daemon runs with (set by state_init, constant afterwards). */

@@ -168,15 +168,76 @@ static snapshot *publish(snapshot *snap)
     return rcu_xchg_pointer(&g_snap, snap);
 }
 
-/* Frees a retired snapshot once no serving loop can still see it. Blocks until then (at
- * most one loop iteration of every worker), so call it after answering. */
+/* Retired snapshots go to the reclaimer thread, which waits for a grace period, so that
+ * the store thread's next job never waits behind one (a loop that just passed a quiescent
+ * state may sleep up to LOOP_MAX_WAIT_MS before its next). They come back past the grace
+ * period and the store thread frees them: keystate references are its alone. */
+static pthread_mutex_t g_reclaim_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_reclaim_cond = PTHREAD_COND_INITIALIZER;
+static snapshot *g_retired;   /* waiting for a grace period; guarded by g_reclaim_lock */
+static snapshot *g_reclaimed; /* past it, to be freed; guarded by g_reclaim_lock */
+static bool g_reclaim_stop;
+static bool g_reclaimed_ready; /* guarded by g_lock: wakes the store thread */
+static pthread_t g_reclaimer;
+static bool g_reclaimer_started;
+
 static void retire(snapshot *old)
 {
     if (!old)
         return;
-    server_wake_all();
-    synchronize_rcu();
-    snapshot_free(old);
+    pthread_mutex_lock(&g_reclaim_lock);
+    old->retired_next = g_retired;
+    g_retired = old;
+    pthread_cond_signal(&g_reclaim_cond);
+    pthread_mutex_unlock(&g_reclaim_lock);
+}
+
+static void *reclaimer_thread(void *arg)
+{
+    pthread_setname_np(pthread_self(), "heare-rcu");
+    pthread_mutex_lock(&g_reclaim_lock);
+    for (;;) {
+        while (!g_retired && !g_reclaim_stop)
+            pthread_cond_wait(&g_reclaim_cond, &g_reclaim_lock);
+        if (!g_retired)
+            break;
+        snapshot *batch = g_retired;
+        g_retired = NULL;
+        pthread_mutex_unlock(&g_reclaim_lock);
+
+        server_wake_all();
+        synchronize_rcu();
+
+        pthread_mutex_lock(&g_reclaim_lock);
+        snapshot *last = batch;
+        while (last->retired_next)
+            last = last->retired_next;
+        last->retired_next = g_reclaimed;
+        g_reclaimed = batch;
+        pthread_mutex_unlock(&g_reclaim_lock);
+
+        pthread_mutex_lock(&g_lock);
+        g_reclaimed_ready = true;
+        pthread_cond_signal(&g_cond);
+        pthread_mutex_unlock(&g_lock);
+        pthread_mutex_lock(&g_reclaim_lock);
+    }
+    pthread_mutex_unlock(&g_reclaim_lock);
+    return NULL;
+}
+
+/* Frees what the reclaimer handed back. Store thread (or once it is gone). */
+static void free_reclaimed(void)
+{
+    pthread_mutex_lock(&g_reclaim_lock);
+    snapshot *list = g_reclaimed;
+    g_reclaimed = NULL;
+    pthread_mutex_unlock(&g_reclaim_lock);
+    while (list) {
+        snapshot *next = list->retired_next;
+        snapshot_free(list);
+        list = next;
+    }
 }
 
 static void write_cache(const json_t *doc)
@@ -484,7 +545,7 @@ static void *store_thread(void *arg)
         bool do_reload = false, do_poll = false;
 
         pthread_mutex_lock(&g_lock);
-        while (!g_stopping && !g_queue_head && !g_reload_requested) {
+        while (!g_stopping && !g_queue_head && !g_reload_requested && !g_reclaimed_ready) {
             if (pthread_cond_timedwait(&g_cond, &g_lock, &next_poll) == ETIMEDOUT) {
                 do_poll = true;
                 break;
@@ -494,6 +555,7 @@ static void *store_thread(void *arg)
             pthread_mutex_unlock(&g_lock);
             break;
         }
+        g_reclaimed_ready = false;
         if (g_queue_head) {
             j = g_queue_head;
             g_queue_head = j->next;
@@ -504,6 +566,7 @@ static void *store_thread(void *arg)
             do_reload = true;
         }
         pthread_mutex_unlock(&g_lock);
+        free_reclaimed();
 
         snapshot *old = NULL;
         if (j) {
@@ -524,7 +587,7 @@ static void *store_thread(void *arg)
             (void)reload(false, &old);
             add_ms(&next_poll, poll_delay_ms());
         }
-        /* After the answer went out: wait until no loop can see the old one. */
+        /* Freed once no loop can see it, without holding up the next job. */
         retire(old);
     }
     return NULL;
@@ -532,7 +595,11 @@ static void *store_thread(void *arg)
 
 int state_start(void)
 {
-    int r = pthread_create(&g_thread, NULL, store_thread, NULL);
+    int r = pthread_create(&g_reclaimer, NULL, reclaimer_thread, NULL);
+    if (r != 0)
+        return -r;
+    g_reclaimer_started = true;
+    r = pthread_create(&g_thread, NULL, store_thread, NULL);
     if (r != 0)
         return -r;
     g_thread_started = true;
@@ -548,6 +615,15 @@ void state_finish(void)
     if (g_thread_started)
         pthread_join(g_thread, NULL);
     g_thread_started = false;
+    /* The reclaimer drains what is still waiting (no loop reads any more) and stops. */
+    pthread_mutex_lock(&g_reclaim_lock);
+    g_reclaim_stop = true;
+    pthread_cond_signal(&g_reclaim_cond);
+    pthread_mutex_unlock(&g_reclaim_lock);
+    if (g_reclaimer_started)
+        pthread_join(g_reclaimer, NULL);
+    g_reclaimer_started = false;
+    free_reclaimed();
 
     /* Jobs left behind have no one waiting any more. */
     while (g_queue_head) {
