@@ -65,7 +65,8 @@ void keystate_set_limit(keystate *s, int64_t per_second, int64_t burst)
 void keystate_count(keystate *s, bool valid, int64_t now)
 {
     atomic_fetch_add_explicit(&s->verifications, 1, memory_order_relaxed);
-    if (valid)
+    /* At most one store a second: a hot key's line is not dirtied on every verify. */
+    if (valid && atomic_load_explicit(&s->last_used_at, memory_order_relaxed) != now)
         atomic_store_explicit(&s->last_used_at, now, memory_order_relaxed);
 }
 
