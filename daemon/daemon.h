@@ -156,12 +156,20 @@ void call_submit(call_ctx *ctx, job *j);
 #define METHOD_MORE 0x2u   /* may answer with several replies */
 
 typedef void (*method_fn)(call_ctx *ctx, const json_t *params);
-
 typedef struct method_entry {
     const char *name;
     method_fn fn;
     unsigned flags;
 } method_entry;
+
+/* The hot path: methods that also take a call varlink_call_scan_simple() could read, with
+ * the same errors and answers as their method_fn, but no JSON tree. By qualified name. */
+typedef void (*method_simple_fn)(call_ctx *ctx, const varlink_simple_call *call);
+typedef struct method_simple_entry {
+    const char *method;
+    method_simple_fn fn;
+} method_simple_entry;
+extern const method_simple_entry methods_simple[];
 
 typedef struct interface_entry {
     const char *name;

@@ -109,24 +109,16 @@ size_t verify_render(const verify_result *r, char *buf, size_t cap)
     return len + 1;
 }
 
-static void method_verify(call_ctx *ctx, const json_t *params)
+/* Verifies and answers; key is the caller's copy, which verify_run wipes. */
+static void verify_answer(call_ctx *ctx, char *key, size_t key_len, const char *scope,
+                          const char *user_agent)
 {
-    const char *key, *scope, *user_agent;
-    const param_field fields[] = {
-        {"key", &key, true},
-        {"scope", &scope, false},
-        {"user_agent", &user_agent, false},
-    };
-    if (!call_read_string_params(ctx, params, fields, ELEMENTSOF(fields)))
-        return;
-
     const peer_cred *p = call_peer(ctx);
     verify_peer peer = {.throttle = p->uid, .uid = p->uid, .pid = p->pid};
     if (call_conf(ctx)->log_verify != CONF_LOG_VERIFY_NONE)
         peer.unit = call_peer_unit(ctx);
     verify_result r;
-    /* The parsed message is ours: verify_run wipes the key in it. */
-    verify_run((char *)key, strlen(key), scope, user_agent, &peer, &r);
+    verify_run(key, key_len, scope, user_agent, &peer, &r);
 
     char stack[VERIFY_REPLY_STACK];
     _cleanup_free_ char *heap = NULL;
@@ -143,6 +135,49 @@ static void method_verify(call_ctx *ctx, const json_t *params)
         text = heap;
     }
     call_reply_text(ctx, text, n);
+}
+
+static void method_verify(call_ctx *ctx, const json_t *params)
+{
+    const char *key, *scope, *user_agent;
+    const param_field fields[] = {
+        {"key", &key, true},
+        {"scope", &scope, false},
+        {"user_agent", &user_agent, false},
+    };
+    if (!call_read_string_params(ctx, params, fields, ELEMENTSOF(fields)))
+        return;
+    /* The parsed message is ours: verify_run wipes the key in it. */
+    verify_answer(ctx, (char *)key, strlen(key), scope, user_agent);
+}
+
+/* The same parameters as method_verify, read from a scanned call: same errors, same
+ * answer, no JSON tree. */
+static void method_verify_simple(call_ctx *ctx, const varlink_simple_call *call)
+{
+    char *key = NULL;
+    size_t key_len = 0;
+    const char *scope = NULL, *user_agent = NULL;
+
+    for (size_t i = 0; i < call->n_params; i++) {
+        const varlink_simple_param *p = &call->params[i];
+        if (strcmp(p->name, "key") == 0) {
+            key = p->value;
+            key_len = p->value_len;
+        } else if (strcmp(p->name, "scope") == 0) {
+            scope = p->value;
+        } else if (strcmp(p->name, "user_agent") == 0) {
+            user_agent = p->value;
+        } else {
+            call_error_invalid_parameter(ctx, p->name);
+            return;
+        }
+    }
+    if (!key) {
+        call_error_invalid_parameter(ctx, "key");
+        return;
+    }
+    verify_answer(ctx, key, key_len, scope, user_agent);
 }
 
 json_t *health_reply(const char **ret_status)
@@ -184,4 +219,9 @@ const method_entry methods_auth[] = {
     {"Verify", method_verify, 0},
     {"GetHealth", method_get_health, 0},
     {NULL, NULL, 0},
+};
+
+const method_simple_entry methods_simple[] = {
+    {"io.heare.Auth.Verify", method_verify_simple},
+    {NULL, NULL},
 };

@@ -166,3 +166,129 @@ void varlink_call_done(varlink_call *call)
     json_decref(call->message);
     *call = (varlink_call){};
 }
+
+/* ---- the simple-call scanner ---- */
+
+typedef struct scanner {
+    char *p, *end;
+} scanner;
+
+static void scan_space(scanner *s)
+{
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
+
+static bool scan_char(scanner *s, char c)
+{
+    scan_space(s);
+    if (s->p >= s->end || *s->p != c)
+        return false;
+    s->p++;
+    return true;
+}
+
+/* A string of printable ASCII without escapes; *ret_close is its closing quote. */
+static bool scan_string(scanner *s, char **ret_start, char **ret_close)
+{
+    if (!scan_char(s, '"'))
+        return false;
+    char *start = s->p;
+    while (s->p < s->end && *s->p != '"') {
+        unsigned char c = (unsigned char)*s->p;
+        if (c < 0x20 || c > 0x7e || c == '\\')
+            return false;
+        s->p++;
+    }
+    if (s->p >= s->end)
+        return false;
+    *ret_start = start;
+    *ret_close = s->p++;
+    return true;
+}
+
+static bool same_name(const char *a, const char *a_close, const char *lit)
+{
+    size_t n = strlen(lit);
+    return (size_t)(a_close - a) == n && memcmp(a, lit, n) == 0;
+}
+
+int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret)
+{
+    /* Every string's closing quote, turned into a NUL only once all of msg passed. */
+    char *closes[2 + 2 * VARLINK_SIMPLE_MAX_PARAMS];
+    size_t n_closes = 0, name_lens[VARLINK_SIMPLE_MAX_PARAMS];
+    varlink_simple_call call = {};
+    bool have_method = false, have_params = false;
+    scanner s = {msg, msg + len};
+    char *name, *name_close, *value, *value_close;
+
+    if (!scan_char(&s, '{'))
+        return 0;
+    if (scan_char(&s, '}'))
+        return 0; /* no method: the full parser names the problem */
+    do {
+        if (!scan_string(&s, &name, &name_close) || !scan_char(&s, ':'))
+            return 0;
+        if (same_name(name, name_close, "method") && !have_method) {
+            if (!scan_string(&s, &value, &value_close))
+                return 0;
+            have_method = true;
+            call.method = value;
+            closes[n_closes++] = value_close;
+        } else if (same_name(name, name_close, "parameters") && !have_params) {
+            have_params = true;
+            if (!scan_char(&s, '{'))
+                return 0;
+            if (!scan_char(&s, '}')) {
+                do {
+                    if (call.n_params == VARLINK_SIMPLE_MAX_PARAMS ||
+                        !scan_string(&s, &name, &name_close) || !scan_char(&s, ':') ||
+                        !scan_string(&s, &value, &value_close))
+                        return 0;
+                    /* A repeated name is for the full parser to refuse. */
+                    size_t name_len = (size_t)(name_close - name);
+                    for (size_t i = 0; i < call.n_params; i++)
+                        if (name_len == name_lens[i] &&
+                            memcmp(name, call.params[i].name, name_len) == 0)
+                            return 0;
+                    name_lens[call.n_params] = name_len;
+                    call.params[call.n_params++] = (varlink_simple_param){
+                        .name = name, .value = value, .value_len = (size_t)(value_close - value)};
+                    closes[n_closes++] = name_close;
+                    closes[n_closes++] = value_close;
+                } while (scan_char(&s, ','));
+                if (!scan_char(&s, '}'))
+                    return 0;
+            }
+        } else {
+            return 0;
+        }
+    } while (scan_char(&s, ','));
+    if (!scan_char(&s, '}'))
+        return 0;
+    scan_space(&s);
+    if (s.p != s.end || !have_method)
+        return 0;
+    size_t iface_len;
+    const char *method_name;
+    for (size_t i = 0; i < n_closes; i++) {
+        *closes[i] = '\0';
+        call.nuls[i] = closes[i];
+    }
+    call.n_nuls = n_closes;
+    if (varlink_split_method(call.method, &iface_len, &method_name) < 0) {
+        /* Not a qualified name: the full parser names the problem. */
+        varlink_simple_call_undo(&call);
+        return 0;
+    }
+    *ret = call;
+    return 1;
+}
+
+void varlink_simple_call_undo(varlink_simple_call *call)
+{
+    for (size_t i = 0; i < call->n_nuls; i++)
+        *call->nuls[i] = '"';
+    call->n_nuls = 0;
+}

@@ -49,3 +49,33 @@ void varlink_call_done(varlink_call *call);
 /* Splits a qualified method "a.b.C.Method" into interface "a.b.C" (length) and the method
  * name. Returns 0, or -EINVAL if there is no dot or either part is empty. */
 int varlink_split_method(const char *qualified, size_t *ret_iface_len, const char **ret_method);
+
+/* The common call, scanned without building a JSON tree (the daemon's fast path for
+ * Verify): an object with a string "method" and an optional "parameters" object whose
+ * members are all strings. Strings point into the message, NUL-terminated in place. */
+#define VARLINK_SIMPLE_MAX_PARAMS 4
+
+typedef struct varlink_simple_param {
+    const char *name;
+    char *value;
+    size_t value_len;
+} varlink_simple_param;
+
+typedef struct varlink_simple_call {
+    const char *method;
+    varlink_simple_param params[VARLINK_SIMPLE_MAX_PARAMS];
+    size_t n_params;
+    char *nuls[2 + 2 * VARLINK_SIMPLE_MAX_PARAMS]; /* where quotes became NULs */
+    size_t n_nuls;
+} varlink_simple_call;
+
+/* Returns 1 and fills *ret if msg[0..len) is such a call written plainly: members "method"
+ * and "parameters" only (each at most once), at most VARLINK_SIMPLE_MAX_PARAMS distinct
+ * parameters, strings of printable ASCII without escapes, nothing after the object.
+ * Only then is msg changed: the closing quote of each string becomes a NUL. Returns 0,
+ * leaving msg untouched, for anything else, which varlink_call_parse then judges. */
+int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret);
+
+/* Puts back the quotes a successful scan replaced, so that varlink_call_parse can read the
+ * message after all. */
+void varlink_simple_call_undo(varlink_simple_call *call);

@@ -278,6 +278,65 @@ static void test_call_bad(void)
     }
 }
 
+/* The scanner takes only plain calls, NUL-terminates their strings in place, and leaves
+ * every other message byte for byte as it was (the full parser then judges it). */
+static void test_scan_simple(void)
+{
+    char good[] = " { \"parameters\" : {\"key\": \"sec_0abc\", \"scope\":\"a.b\"},"
+                  "\"method\":\"io.heare.Auth.Verify\" } ";
+    varlink_simple_call sc;
+
+    CHECK_INT(varlink_call_scan_simple(good, strlen(good), &sc), 1);
+    CHECK_STR(sc.method, "io.heare.Auth.Verify");
+    CHECK_INT(sc.n_params, 2);
+    CHECK_STR(sc.params[0].name, "key");
+    CHECK_STR(sc.params[0].value, "sec_0abc");
+    CHECK_INT(sc.params[0].value_len, 8);
+    CHECK_STR(sc.params[1].name, "scope");
+    CHECK_STR(sc.params[1].value, "a.b");
+    varlink_simple_call_undo(&sc);
+    CHECK_STR(good, " { \"parameters\" : {\"key\": \"sec_0abc\", \"scope\":\"a.b\"},"
+                    "\"method\":\"io.heare.Auth.Verify\" } ");
+
+    char none[] = "{\"method\":\"a.B\"}";
+    CHECK_INT(varlink_call_scan_simple(none, strlen(none), &sc), 1);
+    CHECK_INT(sc.n_params, 0);
+    char empty[] = "{\"method\":\"a.B\",\"parameters\":{}}";
+    CHECK_INT(varlink_call_scan_simple(empty, strlen(empty), &sc), 1);
+    CHECK_INT(sc.n_params, 0);
+
+    static const char *const refused[] = {
+        "",
+        "{}",
+        "[]",
+        "{\"method\":\"Verify\"}",                                    /* not qualified */
+        "{\"method\":\"a.B\",\"method\":\"a.B\"}",                      /* duplicate */
+        "{\"method\":\"a.B\",\"parameters\":{\"k\":\"1\",\"k\":\"2\"}}",  /* duplicate */
+        "{\"method\":\"a.B\",\"oneway\":true}",                       /* flags */
+        "{\"method\":\"a.B\",\"more\":false}",
+        "{\"method\":\"a.B\",\"parameters\":{\"k\":null}}",          /* not a string */
+        "{\"method\":\"a.B\",\"parameters\":{\"k\":1}}",
+        "{\"method\":\"a.B\",\"parameters\":{\"k\":\"a\\\"b\"}}",     /* escape */
+        "{\"method\":\"a.B\",\"parameters\":{\"k\":\"\xc3\xa9\"}}",    /* non-ASCII */
+        "{\"method\":\"a.B\",\"parameters\":{\"k\":\"a\tb\"}}",        /* control */
+        "{\"method\":\"a.B\",\"parameters\":{\"a\":\"1\",\"b\":\"2\",\"c\":\"3\",\"d\":\"4\","
+        "\"e\":\"5\"}}",                                               /* too many */
+        "{\"method\":\"a.B\"} x",                                      /* trailing */
+        "{\"method\":\"a.B\",}",
+        "{\"method\":\"a.B\"",
+        "{\"method\":\"a.B",
+        "{\"parameters\":{}}",                                         /* no method */
+    };
+    for (size_t i = 0; i < ELEMENTSOF(refused); i++) {
+        char buf[256];
+        size_t len = strlen(refused[i]);
+        memcpy(buf, refused[i], len + 1);
+        fprintf(stderr, "refused %zu: %s\n", i, refused[i]);
+        CHECK_INT(varlink_call_scan_simple(buf, len, &sc), 0);
+        CHECK(memcmp(buf, refused[i], len + 1) == 0);
+    }
+}
+
 int main(void)
 {
     test_frame_table();
@@ -287,6 +346,7 @@ int main(void)
     test_split_method();
     test_call_good();
     test_call_bad();
+    test_scan_simple();
     fprintf(stderr, "ok\n");
     return 0;
 }
