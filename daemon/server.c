@@ -818,8 +818,11 @@ static void *worker_main(void *arg)
         return NULL;
 
     rcu_register_thread();
+    log_buffer_thread(true);
     for (;;) {
         h2o_evloop_run(w->loop, LOOP_MAX_WAIT_MS);
+        /* The iteration's log lines go out together, in one write. */
+        log_flush();
         rcu_quiescent_state();
         atomic_store_explicit(&w->heartbeat_ms, monotonic_ms(), memory_order_relaxed);
         if (w->stopping) {
@@ -839,6 +842,7 @@ static void *worker_main(void *arg)
         }
     }
     rcu_unregister_thread();
+    log_buffer_thread(false);
     atomic_store(&w->exited, true);
     phase_count(&g_n_loops_done);
 

@@ -3,15 +3,14 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
 #include <systemd/sd-journal.h>
 
-#include "json-util.h"
 #include "log.h"
 #include "timeutil.h"
 
@@ -52,33 +51,111 @@ static const char *level_name(int priority)
     return "debug";
 }
 
-/* A JSON string for s. Text from peers (a user agent, a failed key's prefix) need not be
- * UTF-8, which jansson refuses: such bytes become '?' so the event is still logged. */
-static json_t *json_text(const char *s)
-{
-    json_t *j = json_string(s);
-    if (j)
-        return j;
+/* ---- JSON lines, built by hand into a per-thread buffer ---- */
 
-    _cleanup_free_ char *copy = strdup(s);
-    if (!copy)
-        return NULL;
-    for (char *p = copy; *p; p++)
-        if ((unsigned char)*p >= 0x80)
-            *p = '?';
-    return json_string(copy);
+/* A thread's pending lines. Serving threads (log_buffer_thread) keep them until
+ * log_flush(), once per loop iteration, so that logging every verification costs a
+ * memcpy, not a write(2) under a process-wide lock; other threads write each line at once. */
+typedef struct line_buf {
+    char *p;
+    size_t len, cap;
+    bool buffered;
+} line_buf;
+
+static _Thread_local line_buf t_buf;
+
+#define FLUSH_AT (64 * 1024)
+
+static bool buf_reserve(line_buf *b, size_t more)
+{
+    if (b->len + more <= b->cap)
+        return true;
+    size_t cap = b->cap ? b->cap : 4096;
+    while (cap < b->len + more)
+        cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p)
+        return false;
+    b->p = p;
+    b->cap = cap;
+    return true;
 }
 
-static void put_str(json_t *o, const char *name, const char *v)
+static void buf_put(line_buf *b, const char *s, size_t n)
 {
-    if (v)
-        json_object_set_new(o, name, json_text(v));
+    if (buf_reserve(b, n)) {
+        memcpy(b->p + b->len, s, n);
+        b->len += n;
+    }
 }
 
-static void put_int(json_t *o, const char *name, int64_t v)
+/* Length of the valid UTF-8 sequence at s (1…4), or 0. */
+static size_t utf8_len(const unsigned char *s)
 {
-    if (v >= 0)
-        json_object_set_new(o, name, json_integer((json_int_t)v));
+    size_t n = s[0] < 0xc2 ? 0 : s[0] < 0xe0 ? 2 : s[0] < 0xf0 ? 3 : s[0] < 0xf5 ? 4 : 0;
+    for (size_t i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((n == 3 && s[0] == 0xe0 && s[1] < 0xa0) || (n == 4 && s[0] == 0xf0 && s[1] < 0x90) ||
+        (n == 4 && s[0] == 0xf4 && s[1] > 0x8f) || (n == 3 && s[0] == 0xed && s[1] > 0x9f))
+        return 0;
+    return n;
+}
+
+/* A JSON string. Text from peers (a user agent, a failed key's prefix) need not be UTF-8:
+ * such bytes become '?' so that the line stays valid JSON and the event is still logged. */
+static void put_string(line_buf *b, const char *s)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *u = (const unsigned char *)s;
+
+    buf_put(b, "\"", 1);
+    while (*u) {
+        size_t run = 0;
+        while (u[run] >= 0x20 && u[run] < 0x80 && u[run] != '"' && u[run] != '\\')
+            run++;
+        buf_put(b, (const char *)u, run);
+        u += run;
+        if (!*u)
+            break;
+        if (*u == '"' || *u == '\\') {
+            char esc[2] = {'\\', (char)*u};
+            buf_put(b, esc, 2);
+            u++;
+        } else if (*u < 0x20) {
+            char esc[6] = {'\\', 'u', '0', '0', hex[*u >> 4], hex[*u & 15]};
+            buf_put(b, esc, 6);
+            u++;
+        } else {
+            size_t n = utf8_len(u);
+            buf_put(b, n ? (const char *)u : "?", n ? n : 1);
+            u += n ? n : 1;
+        }
+    }
+    buf_put(b, "\"", 1);
+}
+
+static void put_str(line_buf *b, bool *first, const char *name, const char *v)
+{
+    if (!v)
+        return;
+    buf_put(b, *first ? "{\"" : ",\"", 2);
+    buf_put(b, name, strlen(name));
+    buf_put(b, "\":", 2);
+    put_string(b, v);
+    *first = false;
+}
+
+static void put_int(line_buf *b, bool *first, const char *name, int64_t v)
+{
+    char num[24];
+    if (v < 0)
+        return;
+    buf_put(b, *first ? "{\"" : ",\"", 2);
+    buf_put(b, name, strlen(name));
+    buf_put(b, "\":", 2);
+    buf_put(b, num, (size_t)snprintf(num, sizeof(num), "%lld", (long long)v));
+    *first = false;
 }
 
 /* "2025-10-28T16:45:18.123456Z", as structlog's TimeStamper(fmt="iso", utc=True) writes. */
@@ -112,49 +189,61 @@ static void write_all(int fd, const char *p, size_t n)
     pthread_mutex_unlock(&write_lock);
 }
 
+void log_flush(void)
+{
+    line_buf *b = &t_buf;
+    if (b->len > 0)
+        write_all(STDERR_FILENO, b->p, b->len);
+    b->len = 0;
+}
+
+void log_buffer_thread(bool on)
+{
+    log_flush();
+    t_buf.buffered = on;
+    if (!on) {
+        free(t_buf.p);
+        t_buf = (line_buf){0};
+    }
+}
+
 static void emit_json(int priority, const log_fields *f, const char *message)
 {
-    _cleanup_json_ json_t *o = json_object();
-    _cleanup_free_ char *line = NULL;
+    line_buf *b = &t_buf;
+    size_t start = b->len;
+    bool first = true;
     char ts[32];
 
-    if (!o)
-        return;
     if (f && f->event) {
-        put_str(o, "event", f->event);
+        put_str(b, &first, "event", f->event);
         if (*message)
-            put_str(o, "message", message);
+            put_str(b, &first, "message", message);
     } else {
-        put_str(o, "event", message);
+        put_str(b, &first, "event", message);
     }
     if (f) {
-        put_str(o, "key_id", f->key_id);
-        put_str(o, "key_name", f->key_name);
-        put_str(o, "key_prefix", f->key_prefix);
-        put_str(o, "user_agent", f->user_agent);
-        put_str(o, "code", f->code);
-        put_int(o, "peer_uid", f->peer_uid);
-        put_int(o, "peer_pid", f->peer_pid);
-        put_str(o, "peer_unit", f->peer_unit);
-        put_str(o, "peer_addr", f->peer_addr);
-        put_str(o, "changed", f->changed);
+        put_str(b, &first, "key_id", f->key_id);
+        put_str(b, &first, "key_name", f->key_name);
+        put_str(b, &first, "key_prefix", f->key_prefix);
+        put_str(b, &first, "user_agent", f->user_agent);
+        put_str(b, &first, "code", f->code);
+        put_int(b, &first, "peer_uid", f->peer_uid);
+        put_int(b, &first, "peer_pid", f->peer_pid);
+        put_str(b, &first, "peer_unit", f->peer_unit);
+        put_str(b, &first, "peer_addr", f->peer_addr);
+        put_str(b, &first, "changed", f->changed);
     }
     timestamp(ts);
-    put_str(o, "timestamp", ts);
-    put_str(o, "level", level_name(priority));
-
-    line = json_dumps(o, JSON_COMPACT);
-    if (!line)
-        return;
+    put_str(b, &first, "timestamp", ts);
+    put_str(b, &first, "level", level_name(priority));
     /* The newline goes out in the same write as the object. */
-    size_t n = strlen(line);
-    char *grown = realloc(line, n + 2);
-    if (!grown)
+    buf_put(b, "}\n", 2);
+    if (b->len < start + 2 || b->p[b->len - 1] != '\n') {
+        b->len = start; /* out of memory part-way: drop the line, not the others */
         return;
-    line = grown;
-    line[n] = '\n';
-    line[n + 1] = '\0';
-    write_all(STDERR_FILENO, line, n + 1);
+    }
+    if (!b->buffered || b->len >= FLUSH_AT)
+        log_flush();
 }
 
 #define MAX_JOURNAL_FIELDS 16
@@ -215,17 +304,26 @@ static int emit_journal(int priority, const log_fields *f, const char *message)
 
 void log_event(int priority, const log_fields *f, const char *fmt, ...)
 {
-    _cleanup_free_ char *message = NULL;
+    char stack[256];
+    _cleanup_free_ char *heap = NULL;
+    char *message = stack;
     va_list ap;
 
     if (!log_enabled(priority))
         return;
     va_start(ap, fmt);
-    int r = vasprintf(&message, fmt, ap);
+    int r = vsnprintf(stack, sizeof(stack), fmt, ap);
     va_end(ap);
-    if (r < 0) {
-        message = NULL; /* undefined after a failed vasprintf */
+    if (r < 0)
         return;
+    if ((size_t)r >= sizeof(stack)) {
+        heap = malloc((size_t)r + 1);
+        if (!heap)
+            return;
+        va_start(ap, fmt);
+        vsnprintf(heap, (size_t)r + 1, fmt, ap);
+        va_end(ap);
+        message = heap;
     }
 
     if (__atomic_load_n(&log_target_now, __ATOMIC_RELAXED) == LOG_TARGET_JOURNAL &&

@@ -37,6 +37,12 @@ void log_setup(log_target target, int max_priority);
 /* True if a message at priority would be written. */
 bool log_enabled(int priority);
 
+/* Makes the calling thread keep its JSON lines until log_flush() (or 64 KiB of them): for
+ * serving loops, which flush once per iteration. Off frees the thread's buffer. */
+void log_buffer_thread(bool on);
+/* Writes the calling thread's pending lines. */
+void log_flush(void);
+
 /* Writes one event. f may be NULL. The message is formatted with fmt. */
 void log_event(int priority, const log_fields *f, const char *fmt, ...) _printf_(3, 4);
 
