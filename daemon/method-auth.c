@@ -50,8 +50,7 @@ static void log_verify(const verify_result *r, const char *key, size_t key_len,
         .peer_addr = peer->addr,
         .peer_unit = peer->unit,
     };
-    log_event(ok ? LOG_INFO : LOG_NOTICE, &f, "%s %s", ok ? "verified" : "rejected",
-              k ? keystore_key_id(k) : keystore_code_name(r->code));
+    log_event_fields(ok ? LOG_INFO : LOG_NOTICE, &f);
 }
 
 void verify_run(char *key, size_t key_len, const char *scope, const char *user_agent,

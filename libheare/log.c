@@ -158,19 +158,27 @@ static void put_int(line_buf *b, bool *first, const char *name, int64_t v)
     *first = false;
 }
 
-/* "2025-10-28T16:45:18.123456Z", as structlog's TimeStamper(fmt="iso", utc=True) writes. */
+/* "2025-10-28T16:45:18.123456Z", as structlog's TimeStamper(fmt="iso", utc=True) writes.
+ * The part up to the second is formatted once a second per thread. */
 static void timestamp(char ret[32])
 {
+    static _Thread_local time_t cached_sec = -1;
+    static _Thread_local char cached[TIMEUTIL_RFC3339_LEN + 1];
     struct timespec ts;
-    char sec[TIMEUTIL_RFC3339_LEN + 1];
 
     clock_gettime(CLOCK_REALTIME, &ts);
-    if (timeutil_format_rfc3339((int64_t)ts.tv_sec, sec) < 0) {
-        strcpy(ret, "1970-01-01T00:00:00.000000Z");
-        return;
+    if (ts.tv_sec != cached_sec) {
+        if (timeutil_format_rfc3339((int64_t)ts.tv_sec, cached) < 0)
+            strcpy(cached, "1970-01-01T00:00:00Z");
+        cached_sec = ts.tv_sec;
     }
-    sec[TIMEUTIL_RFC3339_LEN - 1] = '\0'; /* drop the 'Z' */
-    snprintf(ret, 32, "%s.%06ldZ", sec, ts.tv_nsec / 1000 % 1000000);
+    memcpy(ret, cached, TIMEUTIL_RFC3339_LEN - 1); /* without the 'Z' */
+    char *p = ret + TIMEUTIL_RFC3339_LEN - 1;
+    long us = ts.tv_nsec / 1000 % 1000000;
+    *p++ = '.';
+    for (int i = 5; i >= 0; i--, us /= 10)
+        p[i] = (char)('0' + us % 10);
+    memcpy(p + 6, "Z", 2);
 }
 
 static void write_all(int fd, const char *p, size_t n)
@@ -300,6 +308,16 @@ static int emit_journal(int priority, const log_fields *f, const char *message)
     for (size_t i = 0; i < n; i++)
         free(bufs[i]);
     return r;
+}
+
+void log_event_fields(int priority, const log_fields *f)
+{
+    if (!log_enabled(priority))
+        return;
+    if (__atomic_load_n(&log_target_now, __ATOMIC_RELAXED) == LOG_TARGET_JOURNAL &&
+        emit_journal(priority, f, "") >= 0)
+        return;
+    emit_json(priority, f, "");
 }
 
 void log_event(int priority, const log_fields *f, const char *fmt, ...)
