@@ -1,8 +1,9 @@
 /* ids: heare-ids key ids and secrets — base62, CRC32, CSPRNG and the MALFORMED rules. */
 #include <errno.h>
 #include <string.h>
-#include <pthread.h>
 #include <sys/random.h>
+
+#include <zlib.h>
 
 #include "ids.h"
 #include "macro.h"
@@ -88,28 +89,10 @@ int ids_random_base62(char *out, size_t n)
     return r;
 }
 
-static uint32_t crc_table[256];
-
-static void crc_table_init(void)
-{
-    for (uint32_t i = 0; i < 256; i++) {
-        uint32_t c = i;
-        for (int k = 0; k < 8; k++)
-            c = (c & 1) ? 0xEDB88320u ^ (c >> 1) : c >> 1;
-        crc_table[i] = c;
-    }
-}
-
 uint32_t ids_crc32(const void *p, size_t n)
 {
-    static pthread_once_t once = PTHREAD_ONCE_INIT;
-    const uint8_t *b = p;
-    uint32_t c = 0xFFFFFFFFu;
-
-    pthread_once(&once, crc_table_init);
-    for (size_t i = 0; i < n; i++)
-        c = crc_table[(c ^ b[i]) & 0xFF] ^ (c >> 8);
-    return c ^ 0xFFFFFFFFu;
+    /* zlib's CRC-32 (ISO-HDLC, as Python's zlib.crc32 that the ids were made with). */
+    return (uint32_t)crc32(0L, p, (uInt)n);
 }
 
 /* Writes "<prefix><generation><ts8>" and returns its length, or -ERANGE for a time that
