@@ -240,9 +240,21 @@ static void free_reclaimed(void)
     }
 }
 
+/* The last-known-good copy is written after the answer (and, at start, after READY=1):
+ * nobody waits for it. Only the newest document matters, so a newer one replaces a copy
+ * still pending. Store thread (and state_init/state_finish, before and after it). */
+static json_t *g_cache_pending;
+
 static void write_cache(const json_t *doc)
 {
-    if (!g_conf->cache || !g_conf->cache[0])
+    json_decref(g_cache_pending);
+    g_cache_pending = json_incref((json_t *)doc);
+}
+
+static void flush_cache(void)
+{
+    _cleanup_json_ json_t *doc = TAKE_PTR(g_cache_pending);
+    if (!doc || !g_conf->cache || !g_conf->cache[0])
         return;
     _cleanup_free_ char *buf = NULL, *err = NULL;
     size_t len;
@@ -539,6 +551,7 @@ static void *store_thread(void *arg)
     pthread_setname_np(pthread_self(), "heare-store");
     struct timespec next_poll;
     add_ms(&next_poll, poll_delay_ms());
+    flush_cache(); /* the first load's, written here so that READY=1 does not wait for it */
 
     for (;;) {
         job *j = NULL;
@@ -587,6 +600,7 @@ static void *store_thread(void *arg)
             (void)reload(false, &old);
             add_ms(&next_poll, poll_delay_ms());
         }
+        flush_cache();
         /* Freed once no loop can see it, without holding up the next job. */
         retire(old);
     }
@@ -624,6 +638,7 @@ void state_finish(void)
         pthread_join(g_reclaimer, NULL);
     g_reclaimer_started = false;
     free_reclaimed();
+    flush_cache();
 
     /* Jobs left behind have no one waiting any more. */
     while (g_queue_head) {
