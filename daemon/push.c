@@ -35,7 +35,9 @@ static pthread_cond_t g_cond;
 static bool g_stop; /* guarded by g_lock */
 
 /* The push thread's own state. */
-static int g_udp_fd = -1;
+static bool g_udp;
+static char *g_udp_host, *g_udp_port;
+static int g_udp_fd = -1; /* -1 until the name resolves (again, after a failure) */
 static struct sockaddr_storage g_udp_addr;
 static socklen_t g_udp_addr_len;
 static CURL *g_curl;
@@ -110,24 +112,32 @@ static int build(const metrics_snapshot *now, const metrics_snapshot *prev, bool
 
 /* ---- transports ---- */
 
-/* Splits "udp://HOST:PORT" ("[ADDR]:PORT" for IPv6) and resolves it. */
+/* Splits "udp://HOST:PORT" ("[ADDR]:PORT" for IPv6). The name is resolved by the push
+ * thread, so that a resolver that is down at start costs pushes, not the daemon. */
 static int udp_open(const char *url, char **reterr)
 {
     const char *hp = url + strlen("udp://");
     const char *colon = strrchr(hp, ':');
-    struct addrinfo hints = {.ai_socktype = SOCK_DGRAM, .ai_flags = AI_NUMERICSERV}, *res = NULL;
-    _cleanup_free_ char *host = NULL;
 
     if (!colon)
         return errors_fail(reterr, -EINVAL, "'%s' has no port", url);
-    host = hp[0] == '[' && colon > hp && colon[-1] == ']'
-               ? strndup(hp + 1, (size_t)(colon - hp - 2))
-               : strndup(hp, (size_t)(colon - hp));
-    if (!host)
+    g_udp_host = hp[0] == '[' && colon > hp && colon[-1] == ']'
+                     ? strndup(hp + 1, (size_t)(colon - hp - 2))
+                     : strndup(hp, (size_t)(colon - hp));
+    g_udp_port = strdup(colon + 1);
+    if (!g_udp_host || !g_udp_port)
         return -ENOMEM;
-    int r = getaddrinfo(host, colon + 1, &hints, &res);
+    g_udp = true;
+    return 0;
+}
+
+static int udp_resolve(char **reterr)
+{
+    struct addrinfo hints = {.ai_socktype = SOCK_DGRAM, .ai_flags = AI_NUMERICSERV}, *res = NULL;
+
+    int r = getaddrinfo(g_udp_host, g_udp_port, &hints, &res);
     if (r != 0)
-        return errors_fail(reterr, -EADDRNOTAVAIL, "cannot resolve %s: %s", host,
+        return errors_fail(reterr, -EADDRNOTAVAIL, "cannot resolve %s: %s", g_udp_host,
                            gai_strerror(r));
     g_udp_fd = socket(res->ai_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (g_udp_fd < 0) {
@@ -144,6 +154,11 @@ static int udp_open(const char *url, char **reterr)
 static int udp_send(const char *buf, size_t len, char **reterr)
 {
     size_t off = 0;
+    if (g_udp_fd < 0) {
+        int r = udp_resolve(reterr);
+        if (r < 0)
+            return r;
+    }
     while (off < len) {
         size_t end = off, n = 0;
         while (end < len) {
@@ -157,8 +172,11 @@ static int udp_send(const char *buf, size_t len, char **reterr)
         if (n > 0 && buf[off + n - 1] == '\n')
             n--; /* no trailing newline in a datagram */
         if (n > 0 && sendto(g_udp_fd, buf + off, n, MSG_NOSIGNAL, (struct sockaddr *)&g_udp_addr,
-                            g_udp_addr_len) < 0)
-            return errors_fail(reterr, negative_errno(), "sendto: %m");
+                            g_udp_addr_len) < 0) {
+            int r = errors_fail(reterr, negative_errno(), "sendto: %m");
+            g_udp_fd = safe_close(g_udp_fd); /* resolve again next time */
+            return r;
+        }
         off = end;
     }
     return 0;
@@ -221,7 +239,7 @@ static void push(const metrics_snapshot *now, const metrics_snapshot *prev, bool
     size_t len;
     int r = build(now, prev, startup, shutdown, &buf, &len);
     if (r >= 0)
-        r = g_udp_fd >= 0 ? udp_send(buf, len, &err) : http_send(buf, len, &err);
+        r = g_udp ? udp_send(buf, len, &err) : http_send(buf, len, &err);
     metrics_count_push(r >= 0);
     if (r < 0 && !g_failing)
         log_warning("metrics push to %s failed: %s (dropped; further failures are counted "
@@ -302,6 +320,9 @@ void push_stop(void)
         pthread_cond_destroy(&g_cond);
     }
     g_udp_fd = safe_close(g_udp_fd);
+    g_udp_host = mfree(g_udp_host);
+    g_udp_port = mfree(g_udp_port);
+    g_udp = false;
     if (g_curl)
         curl_easy_cleanup(g_curl);
     g_curl = NULL;

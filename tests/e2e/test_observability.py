@@ -224,6 +224,23 @@ def test_push_target_down_never_blocks_verify(make_daemon):
     assert d.stop() == 0
 
 
+def test_unresolvable_push_host_costs_pushes_not_the_daemon(make_daemon):
+    d = make_daemon(extra_args=["--metrics-url", "udp://no-such-host.invalid:8125",
+                                "--metrics-interval", "1s"])
+    _, secret = d.create("k")
+    assert d.verify(secret)["code"] == "VALID"
+
+    def failures():
+        for m in ok(d.call("io.heare.AuthAdmin.GetMetrics", {}))["metrics"]:
+            if m["name"] == "heare_auth_metrics_pushes_total" and \
+                    m["labels"].get("result") == "error":
+                return m["value"] >= 2
+    wait_for(failures, 10, what="failed pushes counted")
+    logged = [e for e in d.logs() if "metrics push" in e.get("event", "")]
+    assert len(logged) == 1 and "no-such-host.invalid" in logged[0]["event"]
+    assert d.stop() == 0
+
+
 # -- /metrics, GetMetrics, health --verbose ----------------------------------------------------
 
 def test_prometheus_exposition_passes_promtool(make_daemon):
