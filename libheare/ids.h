@@ -45,6 +45,10 @@ int ids_new_secret(int64_t now, char ret[IDS_SECRET_LEN + 1]);
  * with a matching checksum. Anything else (legacy "sec_0…", unknown shapes) is left to the
  * lookup. Returns 0 if it may be looked up, -EINVAL if MALFORMED. */
 int ids_check_presented(const char *key, size_t len);
+/* The part of it that needs no checksum: length 1..IDS_PRESENTED_MAX, printable ASCII. A
+ * key that passes it may be looked up; only a miss needs ids_check_presented() to tell
+ * MALFORMED from NOT_FOUND. Returns 0 or -EINVAL. */
+int ids_check_shape(const char *key, size_t len);
 
 /* True if s is a syntactically valid key id: "key_" followed by 1..64 base62 characters. */
 bool ids_is_key_id(const char *s);

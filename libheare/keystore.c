@@ -542,12 +542,14 @@ verify_code keystore_verify(const keystore *ks, const char *key, size_t len, con
 
     if (ret_key)
         *ret_key = NULL;
-    if (ids_check_presented(key, len) < 0)
+    /* Length and bytes first; the checksum only decides between MALFORMED and NOT_FOUND,
+     * so it is computed on a miss, not for every key that is found. */
+    if (ids_check_shape(key, len) < 0)
         return VERIFY_MALFORMED;
     secret_digest(key, len, d);
     s = find_secret(ks, d);
     if (!s)
-        return VERIFY_NOT_FOUND;
+        return ids_check_presented(key, len) < 0 ? VERIFY_MALFORMED : VERIFY_NOT_FOUND;
 
     k = &ks->keys[s->key];
     if (k->disabled)
