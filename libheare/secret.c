@@ -20,7 +20,7 @@ void secret_digest(const char *s, size_t n, uint8_t ret[SECRET_DIGEST_LEN])
     SHA256_Update(&ctx, s, n);
     SHA256_Final(ret, &ctx);
     /* The context holds state derived from the secret. */
-    OPENSSL_cleanse(&ctx, sizeof(ctx));
+    explicit_bzero(&ctx, sizeof(ctx));
 }
 
 bool secret_digest_equal(const uint8_t a[SECRET_DIGEST_LEN], const uint8_t b[SECRET_DIGEST_LEN])
@@ -68,7 +68,7 @@ int secret_unhex(const char *s, uint8_t ret[SECRET_DIGEST_LEN])
 void secret_wipe(void *p, size_t n)
 {
     if (p && n > 0)
-        OPENSSL_cleanse(p, n);
+        explicit_bzero(p, n);
 }
 
 void *erase_and_free(char *s)

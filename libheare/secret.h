@@ -20,7 +20,7 @@ void secret_hex(const uint8_t d[SECRET_DIGEST_LEN], char ret[SECRET_HEX_LEN + 1]
 /* Parses exactly 64 lowercase hex characters (NUL-terminated s). Returns 0 or -EINVAL. */
 int secret_unhex(const char *s, uint8_t ret[SECRET_DIGEST_LEN]);
 
-/* Wipes n bytes at p so the compiler cannot drop it (OPENSSL_cleanse). NULL is fine. */
+/* Wipes n bytes at p so the compiler cannot drop it (explicit_bzero). NULL is fine. */
 void secret_wipe(void *p, size_t n);
 
 /* Wipes the NUL-terminated string s and frees it. NULL is fine. Returns NULL. */
