@@ -256,8 +256,15 @@ static void emit_json(int priority, const log_fields *f, const char *message)
         b->len = start; /* out of memory part-way: drop the line, not the others */
         return;
     }
-    if (!b->buffered || b->len >= FLUSH_AT)
-        log_flush();
+    if (b->buffered) {
+        if (b->len >= FLUSH_AT)
+            log_flush();
+        return;
+    }
+    /* A thread that logs now and then keeps no buffer: nothing is left when it exits. */
+    log_flush();
+    free(b->p);
+    *b = (line_buf){0};
 }
 
 #define MAX_JOURNAL_FIELDS 16
