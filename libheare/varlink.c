@@ -194,13 +194,13 @@ static bool scan_string(scanner *s, char **ret_start, char **ret_close)
     if (!scan_char(s, '"'))
         return false;
     char *start = s->p;
-    while (s->p < s->end && *s->p != '"') {
-        unsigned char c = (unsigned char)*s->p;
-        if (c < 0x20 || c > 0x7e || c == '\\')
-            return false;
+    /* Printable ASCII without '"' and '\\': a string the fast path can take as it is. */
+    static const bool plain[256] = {
+        [' ' ... '!'] = true, ['#' ... '['] = true, [']' ... '~'] = true,
+    };
+    while (s->p < s->end && plain[(unsigned char)*s->p])
         s->p++;
-    }
-    if (s->p >= s->end)
+    if (s->p >= s->end || *s->p != '"')
         return false;
     *ret_start = start;
     *ret_close = s->p++;
