@@ -144,6 +144,8 @@ void call_reply_text(call_ctx *ctx, const char *params_text, size_t len);
 /* Replies with an error name and parameters (consumed; NULL for {}). */
 void call_error(call_ctx *ctx, const char *error, json_t *params);
 void call_error_invalid_parameter(call_ctx *ctx, const char *parameter);
+/* Out of memory while answering: StoreUnavailable, reason "out of memory". */
+void call_error_oom(call_ctx *ctx);
 /* The next replies carry a secret: the connection wipes its buffers once they are sent. */
 void call_note_secret(call_ctx *ctx);
 /* Hands the call to the store thread; the reply is sent when the job is done. Consumes j.
@@ -187,7 +189,8 @@ bool interface_offered(const interface_entry *i, sock_kind kind);
 
 /* Reads string parameters through a field table: each entry names a member, whether it is
  * required, and where the value goes (borrowed from params). Unknown members and wrong
- * types answer InvalidParameter. Returns false if an error was sent. */
+ * types answer InvalidParameter. Returns false if an error was sent. With n 0 it checks
+ * that a method without parameters got none. */
 typedef struct param_field {
     const char *name;
     const char **value;

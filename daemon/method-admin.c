@@ -41,8 +41,7 @@ static json_t *render_key(const snapshot *snap, const keystore_key *k, int64_t n
 
 static void reply_oom(call_ctx *ctx)
 {
-    call_error(ctx, "io.heare.AuthAdmin.StoreUnavailable",
-               json_pack("{s:s}", "reason", "out of memory"));
+    call_error_oom(ctx);
 }
 
 static void submit(call_ctx *ctx, job_kind kind, const json_t *params)
@@ -80,11 +79,8 @@ static void method_delete_key(call_ctx *ctx, const json_t *params)
 
 static void method_refresh(call_ctx *ctx, const json_t *params)
 {
-    if (json_object_size(params) > 0) {
-        call_error_invalid_parameter(ctx,
-                                     json_object_iter_key(json_object_iter((json_t *)params)));
+    if (!call_read_string_params(ctx, params, NULL, 0))
         return;
-    }
     submit(ctx, JOB_REFRESH, params);
 }
 
@@ -92,17 +88,13 @@ static void method_get_metrics(call_ctx *ctx, const json_t *params)
 {
     metrics_snapshot m;
 
-    if (json_object_size(params) > 0) {
-        call_error_invalid_parameter(ctx,
-                                     json_object_iter_key(json_object_iter((json_t *)params)));
+    if (!call_read_string_params(ctx, params, NULL, 0))
         return;
-    }
     metrics_snapshot_take(&m);
     json_t *samples = metrics_render_json(&m);
     json_t *reply = samples ? json_pack("{s:o}", "metrics", samples) : NULL;
     if (!reply) {
-        call_error(ctx, "io.heare.AuthAdmin.StoreUnavailable",
-                   json_pack("{s:s}", "reason", "out of memory"));
+        call_error_oom(ctx);
         return;
     }
     call_reply(ctx, reply, false);
@@ -132,11 +124,8 @@ static void method_get_key(call_ctx *ctx, const json_t *params)
 
 static void method_list_keys(call_ctx *ctx, const json_t *params)
 {
-    if (json_object_size(params) > 0) {
-        call_error_invalid_parameter(ctx,
-                                     json_object_iter_key(json_object_iter((json_t *)params)));
+    if (!call_read_string_params(ctx, params, NULL, 0))
         return;
-    }
     const snapshot *snap = state_snapshot();
     const keystore *ks = snap->ks;
     size_t n = keystore_size(ks);

@@ -145,8 +145,7 @@ static void verify_answer(call_ctx *ctx, char *key, size_t key_len, const char *
     if (n >= sizeof(stack)) {
         heap = malloc(n + 1);
         if (!heap) {
-            call_error(ctx, "io.heare.AuthAdmin.StoreUnavailable",
-                       json_pack("{s:s}", "reason", "out of memory"));
+            call_error_oom(ctx);
             return;
         }
         verify_render(&r, heap, n + 1);
@@ -219,15 +218,11 @@ json_t *health_reply(const char **ret_status)
 
 static void method_get_health(call_ctx *ctx, const json_t *params)
 {
-    if (json_object_size(params) > 0) {
-        const char *name = json_object_iter_key(json_object_iter((json_t *)params));
-        call_error_invalid_parameter(ctx, name);
+    if (!call_read_string_params(ctx, params, NULL, 0))
         return;
-    }
     json_t *reply = health_reply(NULL);
     if (!reply) {
-        call_error(ctx, "io.heare.AuthAdmin.StoreUnavailable",
-                   json_pack("{s:s}", "reason", "out of memory"));
+        call_error_oom(ctx);
         return;
     }
     call_reply(ctx, reply, false);

@@ -20,11 +20,8 @@ bool interface_offered(const interface_entry *i, sock_kind kind)
 
 static void method_get_info(call_ctx *ctx, const json_t *params)
 {
-    if (json_object_size(params) > 0) {
-        call_error_invalid_parameter(ctx,
-                                     json_object_iter_key(json_object_iter((json_t *)params)));
+    if (!call_read_string_params(ctx, params, NULL, 0))
         return;
-    }
     json_t *names = json_array();
     for (const interface_entry *i = interfaces; names && i->name; i++)
         if (interface_offered(i, call_socket_kind(ctx)))
@@ -34,8 +31,7 @@ static void method_get_info(call_ctx *ctx, const json_t *params)
                                       "man:heare-authd(8)", "interfaces", names)
                           : NULL;
     if (!reply) {
-        call_error(ctx, "io.heare.AuthAdmin.StoreUnavailable",
-                   json_pack("{s:s}", "reason", "out of memory"));
+        call_error_oom(ctx);
         return;
     }
     call_reply(ctx, reply, false);

@@ -288,6 +288,12 @@ void call_error_invalid_parameter(call_ctx *ctx, const char *parameter)
                json_pack("{s:s}", "parameter", parameter));
 }
 
+void call_error_oom(call_ctx *ctx)
+{
+    call_error(ctx, "io.heare.AuthAdmin.StoreUnavailable",
+               json_pack("{s:s}", "reason", "out of memory"));
+}
+
 bool call_read_string_params(call_ctx *ctx, const json_t *params, const param_field *fields,
                              size_t n)
 {
@@ -720,8 +726,7 @@ void call_submit(call_ctx *ctx, job *j)
     ctx->answered = true;
     if (loop_submit(j, conn_job_done, ctx->c) < 0) {
         job_free(j);
-        call_error(ctx, "io.heare.AuthAdmin.StoreUnavailable",
-                   json_pack("{s:s}", "reason", "out of memory"));
+        call_error_oom(ctx);
         return;
     }
     /* The answer comes back on this loop, so it cannot arrive before this is set. */
