@@ -187,21 +187,15 @@ static int set_nonblock(int fd)
 /* Binds the TCP listener of http-listen: "HOST:PORT" or "[ADDRESS]:PORT". */
 static int bind_tcp(const char *spec, int *ret_fd)
 {
-    _cleanup_free_ char *host = NULL;
-    const char *colon = strrchr(spec, ':');
+    _cleanup_free_ char *host = NULL, *port = NULL;
     struct addrinfo hints = {.ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *res = NULL;
     _cleanup_close_ int fd = -1;
 
-    if (!colon)
-        return -EINVAL;
-    if (spec[0] == '[' && colon > spec && colon[-1] == ']')
-        host = strndup(spec + 1, (size_t)(colon - spec - 2));
-    else
-        host = strndup(spec, (size_t)(colon - spec));
-    if (!host)
-        return -ENOMEM;
-    int r = getaddrinfo(host, colon + 1, &hints, &res);
+    int r = conf_split_host_port(spec, &host, &port);
+    if (r < 0)
+        return r;
+    r = getaddrinfo(host, port, &hints, &res);
     if (r != 0) {
         log_error("http-listen %s: cannot resolve '%s': %s", spec, host, gai_strerror(r));
         return -EADDRNOTAVAIL;

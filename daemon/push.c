@@ -21,6 +21,7 @@
 #include "macro.h"
 #include "metrics.h"
 #include "push.h"
+#include "timeutil.h"
 
 /* A datagram that fits a 1500-byte Ethernet MTU after the IPv6 and UDP headers. */
 #define UDP_MAX_DATAGRAM 1432
@@ -116,17 +117,11 @@ static int build(const metrics_snapshot *now, const metrics_snapshot *prev, bool
  * thread, so that a resolver that is down at start costs pushes, not the daemon. */
 static int udp_open(const char *url, char **reterr)
 {
-    const char *hp = url + strlen("udp://");
-    const char *colon = strrchr(hp, ':');
-
-    if (!colon)
-        return errors_fail(reterr, -EINVAL, "'%s' has no port", url);
-    g_udp_host = hp[0] == '[' && colon > hp && colon[-1] == ']'
-                     ? strndup(hp + 1, (size_t)(colon - hp - 2))
-                     : strndup(hp, (size_t)(colon - hp));
-    g_udp_port = strdup(colon + 1);
-    if (!g_udp_host || !g_udp_port)
-        return -ENOMEM;
+    int r = conf_split_host_port(url + strlen("udp://"), &g_udp_host, &g_udp_port);
+    if (r == -EINVAL)
+        return errors_fail(reterr, r, "'%s' has no port", url);
+    if (r < 0)
+        return r;
     g_udp = true;
     return 0;
 }
@@ -268,13 +263,7 @@ static void *push_thread(void *arg)
         if (stop)
             break;
 
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += g_conf->metrics_interval_ms / 1000;
-        deadline.tv_nsec += (g_conf->metrics_interval_ms % 1000) * 1000000;
-        if (deadline.tv_nsec >= 1000000000) {
-            deadline.tv_sec++;
-            deadline.tv_nsec -= 1000000000;
-        }
+        timeutil_deadline_ms(&deadline, (uint64_t)g_conf->metrics_interval_ms);
         pthread_mutex_lock(&g_lock);
         while (!g_stop && pthread_cond_timedwait(&g_cond, &g_lock, &deadline) != ETIMEDOUT)
             ;

@@ -535,22 +535,11 @@ static uint64_t poll_delay_ms(void)
     return (uint64_t)(base - base / 10 + (spread > 0 ? (int64_t)(rnd % (uint64_t)spread) : 0));
 }
 
-static void add_ms(struct timespec *ts, uint64_t ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += (time_t)(ms / 1000);
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
-}
-
 static void *store_thread(void *arg)
 {
     pthread_setname_np(pthread_self(), "heare-store");
     struct timespec next_poll;
-    add_ms(&next_poll, poll_delay_ms());
+    timeutil_deadline_ms(&next_poll, poll_delay_ms());
     flush_cache(); /* the first load's, written here so that READY=1 does not wait for it */
 
     for (;;) {
@@ -598,7 +587,7 @@ static void *store_thread(void *arg)
             sd_notify(0, "READY=1");
         } else if (do_poll) {
             (void)reload(false, &old);
-            add_ms(&next_poll, poll_delay_ms());
+            timeutil_deadline_ms(&next_poll, poll_delay_ms());
         }
         flush_cache();
         /* Freed once no loop can see it, without holding up the next job. */

@@ -34,6 +34,24 @@ static int set_poll_interval(conf *c, const char *key, const char *value, char *
 static int set_cache(conf *c, const char *key, const char *value, char **reterr);
 static int set_verify_socket(conf *c, const char *key, const char *value, char **reterr);
 static int set_admin_socket(conf *c, const char *key, const char *value, char **reterr);
+int conf_split_host_port(const char *spec, char **ret_host, char **ret_port)
+{
+    const char *colon = strrchr(spec, ':');
+    if (!colon)
+        return -EINVAL;
+    bool bracketed = spec[0] == '[' && colon > spec && colon[-1] == ']';
+    _cleanup_free_ char *host = bracketed ? strndup(spec + 1, (size_t)(colon - spec - 2))
+                                          : strndup(spec, (size_t)(colon - spec));
+    char *port = strdup(colon + 1);
+    if (!host || !port) {
+        free(port);
+        return -ENOMEM;
+    }
+    *ret_host = TAKE_PTR(host);
+    *ret_port = port;
+    return 0;
+}
+
 static int set_http_listen(conf *c, const char *key, const char *value, char **reterr);
 static int set_admin_users(conf *c, const char *key, const char *value, char **reterr);
 static int set_admin_groups(conf *c, const char *key, const char *value, char **reterr);

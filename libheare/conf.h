@@ -80,6 +80,11 @@ int conf_load_file(conf *c, const char *path, bool must_exist, char **reterr);
  * Errors: -EINVAL, *reterr = "environment VAR: reason". */
 int conf_load_env(conf *c, char **reterr);
 
+/* Splits a "HOST:PORT" or "[IPv6]:PORT" that the configuration accepted (http-listen, the
+ * part of metrics-url after "udp://") into a host without brackets and a port, both owned
+ * by the caller. Returns 0, -EINVAL without a port, -ENOMEM. */
+int conf_split_host_port(const char *spec, char **ret_host, char **ret_port);
+
 /* Writes "key = value" lines for the effective configuration, secrets shown as "(set)".
  * Returns a malloc'd string or NULL on OOM. */
 char *conf_dump(const conf *c);

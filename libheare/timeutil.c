@@ -223,6 +223,17 @@ int timeutil_parse_when(const char *s, int64_t now, int64_t *ret)
     return 0;
 }
 
+void timeutil_deadline_ms(struct timespec *ret, uint64_t ms)
+{
+    clock_gettime(CLOCK_MONOTONIC, ret);
+    ret->tv_sec += (time_t)(ms / 1000);
+    ret->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ret->tv_nsec >= 1000000000L) {
+        ret->tv_sec++;
+        ret->tv_nsec -= 1000000000L;
+    }
+}
+
 int64_t timeutil_now(void)
 {
     struct timespec ts;

@@ -26,5 +26,10 @@ int timeutil_parse_duration(const char *s, int64_t *ret);
 /* WHEN of the CLI: an RFC 3339 time (strict), or a duration from now. Returns 0 or -EINVAL. */
 int timeutil_parse_when(const char *s, int64_t now, int64_t *ret);
 
+/* *ret = CLOCK_MONOTONIC now + ms: a deadline for pthread_cond_timedwait on a condition
+ * variable set to that clock. */
+struct timespec;
+void timeutil_deadline_ms(struct timespec *ret, uint64_t ms);
+
 /* Wall clock now, in Unix seconds. */
 int64_t timeutil_now(void);

@@ -631,10 +631,32 @@ static void test_dump(void)
     CHECK(check_contains(dump, "threads = 3\n"));
 }
 
+static void test_split_host_port(void)
+{
+    static const struct {
+        const char *spec, *host, *port;
+    } ok[] = {
+        {"127.0.0.1:8080", "127.0.0.1", "8080"},
+        {"localhost:80", "localhost", "80"},
+        {"[::1]:8125", "::1", "8125"},
+        {"[fe80::1]:1", "fe80::1", "1"},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(ok); i++) {
+        _cleanup_free_ char *host = NULL, *port = NULL;
+        CHECK_INT(conf_split_host_port(ok[i].spec, &host, &port), 0);
+        CHECK_STR(host, ok[i].host);
+        CHECK_STR(port, ok[i].port);
+    }
+    char *host = NULL, *port = NULL;
+    CHECK_INT(conf_split_host_port("no-port", &host, &port), -EINVAL);
+    CHECK(host == NULL && port == NULL);
+}
+
 int main(void)
 {
     CHECK(mkdtemp(tmpdir) != NULL);
     test_keys_table();
+    test_split_host_port();
     test_defaults();
     test_good_values();
     test_bad_values();

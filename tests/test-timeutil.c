@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "check.h"
 #include "macro.h"
@@ -266,9 +267,23 @@ static void test_tz_independent(void)
     CHECK(now > 1700000000); /* after 2023-11 */
 }
 
+static void test_deadline(void)
+{
+    struct timespec before, deadline, after;
+    clock_gettime(CLOCK_MONOTONIC, &before);
+    timeutil_deadline_ms(&deadline, 1999);
+    clock_gettime(CLOCK_MONOTONIC, &after);
+    CHECK(deadline.tv_nsec >= 0 && deadline.tv_nsec < 1000000000L);
+    int64_t lo = (int64_t)before.tv_sec * 1000000000 + before.tv_nsec + 1999000000LL;
+    int64_t hi = (int64_t)after.tv_sec * 1000000000 + after.tv_nsec + 1999000000LL;
+    int64_t d = (int64_t)deadline.tv_sec * 1000000000 + deadline.tv_nsec;
+    CHECK(d >= lo && d <= hi);
+}
+
 int main(void)
 {
     test_parse_good();
+    test_deadline();
     test_parse_bad();
     test_format();
     test_durations();
