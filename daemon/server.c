@@ -27,6 +27,7 @@
 #include "macro.h"
 #include "metrics.h"
 #include "secret.h"
+#include "timeutil.h"
 
 /* Each loop wakes at least this often so that it reports an RCU quiescent state: this
  * bounds how long a retired keystore waits before it is freed. */
@@ -788,16 +789,9 @@ void server_wake_all(void)
     }
 }
 
-static uint64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 bool server_progressing(uint64_t max_ms, unsigned *ret_stuck)
 {
-    uint64_t now = monotonic_ms();
+    uint64_t now = (uint64_t)timeutil_monotonic_ms();
     for (size_t i = 0; i < g_n_workers; i++) {
         uint64_t beat = atomic_load_explicit(&g_workers[i].heartbeat_ms, memory_order_relaxed);
         if (now - beat > max_ms && !atomic_load(&g_workers[i].exited)) {
@@ -816,7 +810,7 @@ static void *worker_main(void *arg)
     snprintf(name, sizeof(name), "heare-loop-%u", w->idx);
     pthread_setname_np(pthread_self(), name); /* top -H, and the watchdog test */
     t_worker = w;
-    atomic_store(&w->heartbeat_ms, monotonic_ms());
+    atomic_store(&w->heartbeat_ms, (uint64_t)timeutil_monotonic_ms());
     w->init_r = worker_init(w, g_lfds, g_n_lfds);
     phase_count(&g_n_started);
     if (w->init_r < 0)
@@ -829,7 +823,8 @@ static void *worker_main(void *arg)
         /* The iteration's log lines go out together, in one write. */
         log_flush();
         rcu_quiescent_state();
-        atomic_store_explicit(&w->heartbeat_ms, monotonic_ms(), memory_order_relaxed);
+        atomic_store_explicit(&w->heartbeat_ms, (uint64_t)timeutil_monotonic_ms(),
+                              memory_order_relaxed);
         if (w->stopping) {
             size_t busy = w->n_conns + http_loop_conns(w->http);
             if (busy == 0 || (w->aborted && h2o_now(w->loop) >= w->stop_deadline))

@@ -14,6 +14,7 @@
 #include "errors.h"
 #include "secret.h"
 #include "store-backend.h"
+#include "timeutil.h"
 
 #define LOAD_MAX ((size_t)1 << 30)
 #define LOCK_WAIT_MS 10000
@@ -511,8 +512,7 @@ static int file_lock(void *impl, char **reterr)
 
     /* Polled: a blocking flock could only be bounded with a signal, which library code must
      * not set up. */
-    struct timespec start, now;
-    clock_gettime(CLOCK_MONOTONIC, &start);
+    int64_t start = timeutil_monotonic_ms();
     for (;;) {
         if (flock(fd, LOCK_EX | LOCK_NB) == 0)
             return TAKE_FD(fd);
@@ -521,10 +521,7 @@ static int file_lock(void *impl, char **reterr)
         if (errno != EWOULDBLOCK)
             return errors_fail(reterr, negative_errno(), "file store %s: lock %s: %m", f->path,
                                f->lock_path);
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        long long waited_ms =
-            (long long)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (waited_ms >= LOCK_WAIT_MS)
+        if (timeutil_monotonic_ms() - start >= LOCK_WAIT_MS)
             return errors_fail(reterr, -ETIMEDOUT, "file store %s: lock %s held for %d s", f->path,
                                f->lock_path, LOCK_WAIT_MS / 1000);
         struct timespec ts = {.tv_nsec = LOCK_POLL_MS * 1000000L};

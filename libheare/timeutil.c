@@ -223,6 +223,13 @@ int timeutil_parse_when(const char *s, int64_t now, int64_t *ret)
     return 0;
 }
 
+int64_t timeutil_monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 void timeutil_deadline_ms(struct timespec *ret, uint64_t ms)
 {
     clock_gettime(CLOCK_MONOTONIC, ret);

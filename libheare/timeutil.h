@@ -26,6 +26,9 @@ int timeutil_parse_duration(const char *s, int64_t *ret);
 /* WHEN of the CLI: an RFC 3339 time (strict), or a duration from now. Returns 0 or -EINVAL. */
 int timeutil_parse_when(const char *s, int64_t now, int64_t *ret);
 
+/* CLOCK_MONOTONIC now, in milliseconds: for timeouts and elapsed times. */
+int64_t timeutil_monotonic_ms(void);
+
 /* *ret = CLOCK_MONOTONIC now + ms: a deadline for pthread_cond_timedwait on a condition
  * variable set to that clock. */
 struct timespec;

@@ -20,6 +20,7 @@
 #include "ids.h"
 #include "json-util.h"
 #include "pam-options.h"
+#include "timeutil.h"
 #include "varlink-client.h"
 
 #define PROMPT "API key: "
@@ -60,13 +61,6 @@ static void json_key_wipe_and_decrefp(json_t **p)
     if (*p && json_is_string(*p))
         explicit_bzero((char *)json_string_value(*p), json_string_length(*p));
     json_decref(*p);
-}
-
-static int64_t now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* A copy of s fit for one log line: at most LOG_TEXT_MAX bytes, control and non-ASCII
@@ -148,7 +142,7 @@ static int token_from_prompt(pam_handle_t *pamh, key_buf *k)
 static int verify_key(const pam_options *o, const char *service, const key_buf *k,
                       json_t **ret_reply, char **ret_error)
 {
-    int64_t deadline = now_ms() + o->timeout_ms;
+    int64_t deadline = timeutil_monotonic_ms() + o->timeout_ms;
     _cleanup_json_ json_t *params = json_object();
     _cleanup_(json_key_wipe_and_decrefp) json_t *key = json_stringn(k->buf, k->len);
     _cleanup_(varlink_client_freep) varlink_client *c = NULL;
@@ -165,14 +159,14 @@ static int verify_key(const pam_options *o, const char *service, const key_buf *
     if (json_object_set_new(params, "user_agent", json_string(ua)) < 0)
         return -ENOMEM;
 
-    int64_t left = deadline - now_ms();
+    int64_t left = deadline - timeutil_monotonic_ms();
     if (left <= 0)
         return -ETIMEDOUT;
     r = varlink_client_connect(o->socket, (int)left, &c);
     if (r < 0)
         return r;
     /* What connect left of the deadline is all the call gets. */
-    left = deadline - now_ms();
+    left = deadline - timeutil_monotonic_ms();
     if (left <= 0)
         return -ETIMEDOUT;
     r = varlink_client_set_timeout(c, (int)left);
@@ -217,9 +211,9 @@ static int check_key(pam_handle_t *pamh, const pam_options *o, const char *servi
         return PAM_AUTH_ERR;
     }
 
-    int64_t t0 = now_ms();
+    int64_t t0 = timeutil_monotonic_ms();
     int r = verify_key(o, service, k, &reply, &error);
-    long long ms = (long long)(now_ms() - t0);
+    long long ms = (long long)(timeutil_monotonic_ms() - t0);
 
     if (r < 0) {
         errno = -r;
