@@ -81,6 +81,8 @@ void state_submit(job *j);
 void state_request_reload(void);
 /* Stops the store thread and frees everything; the serving loops must be gone. */
 void state_finish(void);
+/* A job of kind with its own copy of params (NULL: no parameters). NULL on OOM. */
+job *job_new(job_kind kind, const json_t *params);
 job *job_free(job *j);
 
 /* ---- server.c: the serving loops ---- */

@@ -90,13 +90,18 @@ static void respond_str(h2o_req_t *req, int status, const char *json)
     respond(req, status, JSON_TYPE, json, strlen(json));
 }
 
+static void respond_oom(h2o_req_t *req)
+{
+    respond_str(req, 500, "{\"detail\":\"out of memory\"}");
+}
+
 /* Sends a JSON value (consumed). */
 static void respond_json(h2o_req_t *req, int status, json_t *v)
 {
     _cleanup_json_ json_t *owned = v;
     _cleanup_free_ char *text = v ? json_dumps(v, JSON_COMPACT) : NULL;
     if (!text) {
-        respond_str(req, 500, "{\"detail\":\"out of memory\"}");
+        respond_oom(req);
         return;
     }
     respond(req, status, JSON_TYPE, text, strlen(text));
@@ -432,7 +437,7 @@ static void handle_metrics(h2o_req_t *req)
     metrics_snapshot m;
     metrics_snapshot_take(&m);
     if (metrics_render_prometheus(&m, &text, &len) < 0) {
-        respond_str(req, 500, "{\"detail\":\"out of memory\"}");
+        respond_oom(req);
         return;
     }
     respond(req, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
@@ -492,15 +497,14 @@ static void handle_refresh(h2o_req_t *req)
         return;
     }
 
-    job *j = calloc(1, sizeof(*j));
+    job *j = job_new(JOB_REFRESH, NULL);
     refresh_wait *w = calloc(1, sizeof(*w));
-    if (!j || !w || !(j->params = json_object())) {
+    if (!j || !w) {
         free(w);
         job_free(j);
-        respond_str(req, 500, "{\"detail\":\"out of memory\"}");
+        respond_oom(req);
         return;
     }
-    j->kind = JOB_REFRESH;
     w->req = req;
     w->link = h2o_mem_alloc_shared(&req->pool, sizeof(*w->link), on_refresh_req_disposed);
     w->link->wait = w;
@@ -508,7 +512,7 @@ static void handle_refresh(h2o_req_t *req)
         w->link->wait = NULL;
         free(w);
         job_free(j);
-        respond_str(req, 500, "{\"detail\":\"out of memory\"}");
+        respond_oom(req);
     }
 }
 

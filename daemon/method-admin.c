@@ -39,21 +39,13 @@ static json_t *render_key(const snapshot *snap, const keystore_key *k, int64_t n
     return key;
 }
 
-static void reply_oom(call_ctx *ctx)
-{
-    call_error_oom(ctx);
-}
-
 static void submit(call_ctx *ctx, job_kind kind, const json_t *params)
 {
-    job *j = calloc(1, sizeof(*j));
-    /* The store thread gets its own copy: the call's message is freed after dispatch. */
-    if (!j || !(j->params = json_deep_copy(params))) {
-        free(j);
-        reply_oom(ctx);
+    job *j = job_new(kind, params);
+    if (!j) {
+        call_error_oom(ctx);
         return;
     }
-    j->kind = kind;
     call_submit(ctx, j);
 }
 
@@ -116,7 +108,7 @@ static void method_get_key(call_ctx *ctx, const json_t *params)
     json_t *key = render_key(snap, k, timeutil_now());
     json_t *reply = key ? json_pack("{s:o}", "key", key) : NULL;
     if (!reply) {
-        reply_oom(ctx);
+        call_error_oom(ctx);
         return;
     }
     call_reply(ctx, reply, false);
@@ -136,7 +128,7 @@ static void method_list_keys(call_ctx *ctx, const json_t *params)
             json_t *key = render_key(snap, keystore_at(ks, i), now);
             json_t *reply = key ? json_pack("{s:[o]}", "keys", key) : NULL;
             if (!reply) {
-                reply_oom(ctx);
+                call_error_oom(ctx);
                 return;
             }
             call_reply(ctx, reply, i + 1 < n);
@@ -149,7 +141,7 @@ static void method_list_keys(call_ctx *ctx, const json_t *params)
             keys = (json_decref(keys), NULL);
     json_t *reply = keys ? json_pack("{s:o}", "keys", keys) : NULL;
     if (!reply) {
-        reply_oom(ctx);
+        call_error_oom(ctx);
         return;
     }
     call_reply(ctx, reply, false);

@@ -119,6 +119,16 @@ void state_get_health(state_health *h)
     pthread_mutex_unlock(&g_lock);
 }
 
+job *job_new(job_kind kind, const json_t *params)
+{
+    job *j = calloc(1, sizeof(*j));
+    /* The store thread gets its own copy: the caller's message is freed after dispatch. */
+    if (!j || !(j->params = params ? json_deep_copy(params) : json_object()))
+        return mfree(j);
+    j->kind = kind;
+    return j;
+}
+
 job *job_free(job *j)
 {
     if (!j)
