@@ -43,18 +43,16 @@ static bool g_config_inited;
 /* ---- answers ---- */
 
 /* h2o keeps a pointer to a header's value until the response is sent (for HTTP/2, after
- * this handler returned): values are copied into the request's pool. */
+ * this handler returned): a value must be a literal or live in the request's pool. */
 static void add_header(h2o_req_t *req, const h2o_token_t *token, const char *value, size_t len)
 {
-    h2o_iovec_t v = h2o_strdup(&req->pool, value, len);
-    h2o_add_header(&req->pool, &req->res.headers, token, NULL, v.base, v.len);
+    h2o_add_header(&req->pool, &req->res.headers, token, NULL, value, len);
 }
 
 static void add_header_str(h2o_req_t *req, const char *name, const char *value, size_t len)
 {
-    h2o_iovec_t v = h2o_strdup(&req->pool, value, len);
-    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, v.base,
-                          v.len);
+    h2o_add_header_by_str(&req->pool, &req->res.headers, name, strlen(name), 0, NULL, value,
+                          len);
 }
 
 static const char *reason_of(int status)
@@ -111,7 +109,8 @@ static void set_retry_after(h2o_req_t *req, int64_t retry_ms)
 {
     char s[24];
     int n = snprintf(s, sizeof(s), "%" PRId64, (retry_ms + 999) / 1000);
-    add_header(req, H2O_TOKEN_RETRY_AFTER, s, (size_t)n);
+    h2o_iovec_t v = h2o_strdup(&req->pool, s, (size_t)n);
+    add_header(req, H2O_TOKEN_RETRY_AFTER, v.base, v.len);
 }
 
 /* ---- the peer ---- */
@@ -326,7 +325,8 @@ static h2o_iovec_t header_safe(h2o_req_t *req, const char *s)
 
 static void respond_auth_ok(h2o_req_t *req, const keystore_key *k)
 {
-    const char *id = keystore_key_id(k);
+    /* Copies in the request's pool: the keystore may be retired before h2o sends them. */
+    h2o_iovec_t id = h2o_strdup(&req->pool, keystore_key_id(k), SIZE_MAX);
     h2o_iovec_t name = header_safe(req, keystore_key_name(k));
     const json_t *scopes = json_object_get(keystore_key_object(k), "scopes");
     size_t len = 0, i;
@@ -342,7 +342,7 @@ static void respond_auth_ok(h2o_req_t *req, const keystore_key *k)
         memcpy(list + len, json_string_value(s), json_string_length(s));
         len += json_string_length(s);
     }
-    add_header_str(req, "x-auth-key-id", id, strlen(id));
+    add_header_str(req, "x-auth-key-id", id.base, id.len);
     add_header_str(req, "x-auth-key-name", name.base, name.len);
     add_header_str(req, "x-auth-scopes", list, len);
     respond(req, 200, NULL, "", 0);
