@@ -28,4 +28,19 @@ function M.keys(n)
    return keys
 end
 
+-- wrk's init and request for a ring of n requests, each built from a key by build(key).
+function M.ring(n, build)
+   local keys, reqs, i = M.keys(n), {}, 0
+   local init = function(args)
+      for k, key in ipairs(keys) do
+         reqs[k] = build(key)
+      end
+   end
+   local request = function()
+      i = i % #reqs + 1
+      return reqs[i]
+   end
+   return init, request
+end
+
 return M

@@ -1,16 +1,6 @@
 -- wrk: POST /verify {"api_key": ...} (SPEC §6), cycling through pre-built requests.
 package.path = debug.getinfo(1, "S").source:match("@?(.*/)") .. "?.lua;" .. package.path
-local keys = require("requests").keys(1000)
-local reqs, i = {}, 0
-
-init = function(args)
-   for n, k in ipairs(keys) do
-      reqs[n] = wrk.format("POST", "/verify", {["Content-Type"] = "application/json"},
-                           '{"api_key":"' .. k .. '"}')
-   end
-end
-
-request = function()
-   i = i % #reqs + 1
-   return reqs[i]
-end
+init, request = require("requests").ring(1000, function(k)
+   return wrk.format("POST", "/verify", {["Content-Type"] = "application/json"},
+                     '{"api_key":"' .. k .. '"}')
+end)
