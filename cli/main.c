@@ -591,13 +591,17 @@ static int direct_verify(cli *c, const json_t *params, json_t **ret)
     if (!reply)
         return oom(c);
     if (k) {
-        const json_t *o = keystore_key_object(k);
-        json_t *exp = json_object_get(o, "expires_at");
-        if (json_object_set_new(reply, "key_id", json_string(keystore_key_id(k))) < 0 ||
-            json_object_set_new(reply, "name", json_string(keystore_key_name(k))) < 0 ||
-            json_object_set(reply, "metadata", json_object_get(o, "metadata")) < 0 ||
-            json_object_set(reply, "scopes", json_object_get(o, "scopes")) < 0 ||
-            json_object_set_new(reply, "expires_at", exp ? json_incref(exp) : json_null()) < 0) {
+        /* The same members as the daemon's answer, from the same rendering. */
+        size_t len = keystore_key_verify_fields(k, NULL, 0);
+        _cleanup_free_ char *text = malloc(len + 2);
+        _cleanup_json_ json_t *fields = NULL;
+        if (text) {
+            text[0] = '{';
+            keystore_key_verify_fields(k, text + 1, len);
+            text[len + 1] = '}';
+            fields = json_loadb(text, len + 2, 0, NULL);
+        }
+        if (!fields || json_object_update(reply, fields) < 0) {
             json_decref(reply);
             return oom(c);
         }

@@ -328,19 +328,18 @@ static void respond_auth_ok(h2o_req_t *req, const keystore_key *k)
     /* Copies in the request's pool: the keystore may be retired before h2o sends them. */
     h2o_iovec_t id = h2o_strdup(&req->pool, keystore_key_id(k), SIZE_MAX);
     h2o_iovec_t name = header_safe(req, keystore_key_name(k));
-    const json_t *scopes = json_object_get(keystore_key_object(k), "scopes");
-    size_t len = 0, i;
-    const json_t *s;
+    size_t n = keystore_key_n_scopes(k), len = 0, i;
 
-    json_array_foreach(scopes, i, s)
-        len += json_string_length(s) + 1;
+    for (i = 0; i < n; i++)
+        len += strlen(keystore_key_scope(k, i)) + 1;
     char *list = h2o_mem_alloc_pool(&req->pool, len + 1);
     len = 0;
-    json_array_foreach(scopes, i, s) {
+    for (i = 0; i < n; i++) {
+        const char *s = keystore_key_scope(k, i);
         if (len)
             list[len++] = ',';
-        memcpy(list + len, json_string_value(s), json_string_length(s));
-        len += json_string_length(s);
+        memcpy(list + len, s, strlen(s));
+        len += strlen(s);
     }
     add_header_str(req, "x-auth-key-id", id.base, id.len);
     add_header_str(req, "x-auth-key-name", name.base, name.len);

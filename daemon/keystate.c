@@ -1,6 +1,7 @@
 /* keystate: per-key usage counters and token buckets that outlive keystore swaps, and the
  * per-peer failed-attempt throttle. */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,23 +9,56 @@
 
 #include "keystate.h"
 
+/* A rate-limit bucket, only for the keys that have a limit. */
+typedef struct bucket {
+    atomic_flag lock; /* guards the rest */
+    int64_t per_second, burst; /* per_second 0: the limit went away */
+    double tokens;
+    uint64_t refilled_ns;
+} bucket;
+
+/* 32 bytes for every key of the store: a million keys cost 32 MB here. */
 struct keystate {
     _Atomic uint64_t verifications;
     _Atomic int64_t last_used_at;
+    union {
+        _Atomic(bucket *) bucket; /* NULL: no limit */
+        keystate *next_free;      /* on the free list */
+    };
     unsigned refs; /* store thread only */
-    /* 0: no limit. Read without the lock so that keys without a limit never take it. */
-    _Atomic int64_t per_second;
-    atomic_flag lock; /* guards the bucket below and writes of per_second */
-    int64_t burst;
-    double tokens;
-    uint64_t refilled_ns;
 };
+
+/* States come from blocks, not one malloc each (which would add 16 bytes of header to
+ * every 32), and go back to a free list. Store thread only. */
+#define BLOCK_STATES 4096
+
+typedef struct block {
+    struct block *next;
+    keystate states[BLOCK_STATES];
+} block;
+
+static block *g_blocks;
+static size_t g_block_used = BLOCK_STATES;
+static keystate *g_free;
 
 keystate *keystate_new(void)
 {
-    keystate *s = calloc(1, sizeof(*s));
+    keystate *s = g_free;
+
     if (s)
-        atomic_flag_clear(&s->lock);
+        g_free = s->next_free;
+    else {
+        if (g_block_used == BLOCK_STATES) {
+            block *b = malloc(sizeof(*b));
+            if (!b)
+                return NULL;
+            b->next = g_blocks;
+            g_blocks = b;
+            g_block_used = 0;
+        }
+        s = &g_blocks->states[g_block_used++];
+    }
+    *s = (keystate){0};
     return s;
 }
 
@@ -35,31 +69,62 @@ void keystate_ref(keystate *s)
 
 void keystate_unref(keystate *s)
 {
-    if (s && --s->refs == 0)
-        free(s);
+    if (!s || --s->refs > 0)
+        return;
+    free(atomic_load_explicit(&s->bucket, memory_order_relaxed));
+    s->next_free = g_free;
+    g_free = s;
 }
 
-static void lock(keystate *s)
+void keystate_free_all(void)
 {
-    while (atomic_flag_test_and_set_explicit(&s->lock, memory_order_acquire))
+    while (g_blocks) {
+        block *b = g_blocks;
+        g_blocks = b->next;
+        free(b);
+    }
+    g_block_used = BLOCK_STATES;
+    g_free = NULL;
+}
+
+static void lock(bucket *b)
+{
+    while (atomic_flag_test_and_set_explicit(&b->lock, memory_order_acquire))
         ;
 }
 
-static void unlock(keystate *s)
+static void unlock(bucket *b)
 {
-    atomic_flag_clear_explicit(&s->lock, memory_order_release);
+    atomic_flag_clear_explicit(&b->lock, memory_order_release);
 }
 
-void keystate_set_limit(keystate *s, int64_t per_second, int64_t burst)
+int keystate_set_limit(keystate *s, int64_t per_second, int64_t burst)
 {
-    lock(s);
-    if (s->per_second != per_second || s->burst != burst) {
-        s->per_second = per_second;
-        s->burst = burst;
-        s->tokens = (double)burst;
-        s->refilled_ns = 0;
+    bucket *b = atomic_load_explicit(&s->bucket, memory_order_acquire);
+
+    if (!b) {
+        if (per_second <= 0)
+            return 0;
+        b = calloc(1, sizeof(*b));
+        if (!b)
+            return -ENOMEM;
+        atomic_flag_clear(&b->lock);
+        b->per_second = per_second;
+        b->burst = burst;
+        b->tokens = (double)burst;
+        /* Published whole: a reader sees NULL or a ready bucket. */
+        atomic_store_explicit(&s->bucket, b, memory_order_release);
+        return 0;
     }
-    unlock(s);
+    lock(b);
+    if (b->per_second != per_second || b->burst != burst) {
+        b->per_second = per_second > 0 ? per_second : 0;
+        b->burst = burst;
+        b->tokens = (double)burst;
+        b->refilled_ns = 0;
+    }
+    unlock(b);
+    return 0;
 }
 
 void keystate_count(keystate *s, bool valid, int64_t now)
@@ -82,29 +147,31 @@ int64_t keystate_last_used_at(const keystate *s)
 
 bool keystate_take(keystate *s, uint64_t now_ns, int64_t *ret_retry_ms)
 {
+    bucket *b = atomic_load_explicit(&s->bucket, memory_order_acquire);
     bool ok;
-    if (atomic_load_explicit(&s->per_second, memory_order_relaxed) <= 0)
+
+    if (!b)
         return true;
-    lock(s);
-    int64_t per_second = s->per_second;
-    if (per_second <= 0) { /* the limit went away meanwhile */
-        unlock(s);
+    lock(b);
+    int64_t per_second = b->per_second;
+    if (per_second <= 0) { /* the limit went away */
+        unlock(b);
         return true;
     }
-    if (s->refilled_ns != 0 && now_ns > s->refilled_ns) {
-        s->tokens += (double)(now_ns - s->refilled_ns) * (double)per_second / 1e9;
-        if (s->tokens > (double)s->burst)
-            s->tokens = (double)s->burst;
+    if (b->refilled_ns != 0 && now_ns > b->refilled_ns) {
+        b->tokens += (double)(now_ns - b->refilled_ns) * (double)per_second / 1e9;
+        if (b->tokens > (double)b->burst)
+            b->tokens = (double)b->burst;
     }
-    s->refilled_ns = now_ns;
-    ok = s->tokens >= 1.0;
+    b->refilled_ns = now_ns;
+    ok = b->tokens >= 1.0;
     if (ok)
-        s->tokens -= 1.0;
+        b->tokens -= 1.0;
     else {
-        double wait_ms = (1.0 - s->tokens) * 1000.0 / (double)per_second;
+        double wait_ms = (1.0 - b->tokens) * 1000.0 / (double)per_second;
         *ret_retry_ms = wait_ms < 1.0 ? 1 : (int64_t)(wait_ms + 0.999);
     }
-    unlock(s);
+    unlock(b);
     return ok;
 }
 

@@ -11,13 +11,17 @@
 
 typedef struct keystate keystate;
 
-/* New state for a key; refs 0. NULL on OOM. Store thread only. */
+/* New state for a key; refs 0. NULL on OOM. Store thread only, like the rest of this
+ * group: states come from a pool that only the store thread touches. */
 keystate *keystate_new(void);
-/* Store-thread reference counting across snapshots; _unref frees at 0. */
+/* Reference counting across snapshots; _unref gives the state back to the pool at 0. */
 void keystate_ref(keystate *s);
 void keystate_unref(keystate *s);
-/* Sets the key's limit (0 = none); the bucket starts full when the limit changes. */
-void keystate_set_limit(keystate *s, int64_t per_second, int64_t burst);
+/* Frees the pool, once no state is in use any more (at exit). */
+void keystate_free_all(void);
+/* Sets the key's limit (0 = none); the bucket starts full when the limit changes. Returns
+ * 0 or -ENOMEM (the first limit of a key needs its bucket). */
+int keystate_set_limit(keystate *s, int64_t per_second, int64_t burst);
 
 /* Counts one verification that resolved to this key; valid ones also set last_used_at. */
 void keystate_count(keystate *s, bool valid, int64_t now);

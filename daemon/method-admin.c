@@ -33,7 +33,7 @@ static void fill_counters(const snapshot *snap, json_t *key)
 
 static json_t *render_key(const snapshot *snap, const keystore_key *k, int64_t now)
 {
-    json_t *key = keyops_render_key(keystore_key_object(k), now);
+    json_t *key = keystore_key_render(snap->ks, k, now);
     if (key)
         fill_counters(snap, key);
     return key;

@@ -100,8 +100,7 @@ size_t verify_render(const verify_result *r, char *buf, size_t cap)
 {
     static const char valid[] = "{\"valid\":true,\"code\":\"";
     static const char invalid[] = "{\"valid\":false,\"code\":\"";
-    size_t fields_len = 0, off = 0;
-    const char *fields = r->key ? keystore_key_verify_fields(r->key, &fields_len) : NULL;
+    size_t off = 0;
     const char *code = keystore_code_name(r->code);
 
     /* Assembled by copying: this runs for every call, and snprintf cost more than the rest
@@ -112,9 +111,10 @@ size_t verify_render(const verify_result *r, char *buf, size_t cap)
         put(buf, cap, &off, invalid, sizeof(invalid) - 1);
     put(buf, cap, &off, code, strlen(code));
     put(buf, cap, &off, "\"", 1);
-    if (fields) {
+    if (r->key) {
         put(buf, cap, &off, ",", 1);
-        put(buf, cap, &off, fields, fields_len);
+        off += keystore_key_verify_fields(r->key, off < cap ? buf + off : NULL,
+                                          off < cap ? cap - off : 0);
     }
     if (r->code == VERIFY_RATE_LIMITED) {
         char num[24];

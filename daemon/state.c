@@ -16,6 +16,7 @@
 #include "daemon.h"
 #include "json-util.h"
 #include "keydoc.h"
+#include "keyload.h"
 #include "keyops.h"
 #include "log.h"
 #include "metrics.h"
@@ -97,10 +98,11 @@ static snapshot *snapshot_new(keystore *ks, const snapshot *prev)
         if (!st)
             return snapshot_free(snap); /* the slots not filled yet are NULL */
         keystate_ref(st);
-        const json_t *rl = json_object_get(keystore_key_object(k), "rate_limit");
-        keystate_set_limit(st, json_integer_value(json_object_get(rl, "per_second")),
-                           json_integer_value(json_object_get(rl, "burst")));
         snap->states[i] = st;
+        uint32_t per_second, burst;
+        keystore_key_rate_limit(k, &per_second, &burst);
+        if (keystate_set_limit(st, per_second, burst) < 0)
+            return snapshot_free(snap);
     }
     return snap;
 }
@@ -254,21 +256,40 @@ static void free_reclaimed(void)
  * nobody waits for it. Only the newest document matters, so a newer one replaces a copy
  * still pending. Store thread (and state_init/state_finish, before and after it). */
 static json_t *g_cache_pending;
+static char *g_cache_pending_buf;
+static size_t g_cache_pending_len;
+
+static void drop_pending_cache(void)
+{
+    json_decref(g_cache_pending);
+    g_cache_pending = NULL;
+    g_cache_pending_buf = mfree(g_cache_pending_buf);
+}
 
 static void write_cache(const json_t *doc)
 {
-    json_decref(g_cache_pending);
+    drop_pending_cache();
     g_cache_pending = json_incref((json_t *)doc);
+}
+
+/* The same for the bytes of a version-2 document (taken). */
+static void write_cache_bytes(char *buf, size_t len)
+{
+    drop_pending_cache();
+    g_cache_pending_buf = buf;
+    g_cache_pending_len = len;
 }
 
 static void flush_cache(void)
 {
     _cleanup_json_ json_t *doc = TAKE_PTR(g_cache_pending);
-    if (!doc || !g_conf->cache || !g_conf->cache[0])
+    _cleanup_free_ char *buf = TAKE_PTR(g_cache_pending_buf), *err = NULL;
+    size_t len = g_cache_pending_len;
+    int r = 0;
+    if ((!doc && !buf) || !g_conf->cache || !g_conf->cache[0])
         return;
-    _cleanup_free_ char *buf = NULL, *err = NULL;
-    size_t len;
-    int r = keydoc_dump(doc, &buf, &len);
+    if (doc)
+        r = keydoc_dump(doc, &buf, &len);
     if (r >= 0)
         r = store_write_file_atomic(g_conf->cache, buf, len, 0600, &err);
     if (r < 0)
@@ -293,14 +314,9 @@ static int load_failed(int r, const char *what, const char *reason)
     return r;
 }
 
-/* Builds a keystore from doc and publishes it; returns the retired one in *ret_old. */
-static int install(json_t *doc, bool from_cache, const char *why, snapshot **ret_old)
+/* Publishes ks (taken); returns the retired snapshot in *ret_old. */
+static int install_keystore(keystore *ks, bool from_cache, const char *why, snapshot **ret_old)
 {
-    _cleanup_free_ char *err = NULL;
-    keystore *ks = NULL;
-    int r = keystore_new(doc, g_generation + 1, &ks, &err);
-    if (r < 0)
-        return load_failed(r, "document rejected", err);
     size_t n = keystore_size(ks);
     snapshot *snap = snapshot_new(ks, g_snap);
     if (!snap)
@@ -312,6 +328,30 @@ static int install(json_t *doc, bool from_cache, const char *why, snapshot **ret
     *ret_old = publish(snap);
     set_loaded(n, from_cache, why);
     return 0;
+}
+
+/* Builds a keystore from doc and publishes it. */
+static int install(json_t *doc, bool from_cache, const char *why, snapshot **ret_old)
+{
+    _cleanup_free_ char *err = NULL;
+    keystore *ks = NULL;
+    int r = keystore_new(doc, g_generation + 1, &ks, &err);
+    if (r < 0)
+        return load_failed(r, "document rejected", err);
+    return install_keystore(ks, from_cache, why, ret_old);
+}
+
+/* The fast way to a keystore (keyload.h): straight from the bytes, no tree. Returns 0 with
+ * *ret, -EBADMSG if the document is left to keydoc_parse(), or -ENOMEM. */
+static int load_fast(const char *buf, size_t len, keystore **ret)
+{
+    _cleanup_(keyload_freep) keyload *l = NULL;
+    int r = keyload_new(g_generation + 1, &l);
+    if (r >= 0)
+        r = keyload_feed(l, buf, len);
+    if (r >= 0)
+        r = keyload_finish(l, ret);
+    return r;
 }
 
 /* Reads the store; on a changed document installs it. force: ignore the version we have.
@@ -342,7 +382,17 @@ static int reload(bool force, snapshot **ret_old)
     }
     if (r < 0)
         return load_failed(r, NULL, err);
-    if (!buf) {
+    keystore *ks = NULL;
+    r = buf ? load_fast(buf, len, &ks) : -EBADMSG;
+    if (r == -ENOMEM)
+        return r;
+    if (ks) {
+        r = install_keystore(ks, false, NULL, ret_old);
+        if (r < 0)
+            return r;
+        /* A document the fast path takes is a version-2 one: its bytes can be cached. */
+        write_cache_bytes(TAKE_PTR(buf), len);
+    } else if (!buf) {
         doc = keydoc_new();
         if (!doc)
             return -ENOMEM;
@@ -353,15 +403,17 @@ static int reload(bool force, snapshot **ret_old)
         if (r < 0)
             return load_failed(r, "document rejected", err);
     }
-    r = install(doc, false, NULL, ret_old);
-    if (r < 0)
-        return r;
+    if (doc) {
+        r = install(doc, false, NULL, ret_old);
+        if (r < 0)
+            return r;
+        write_cache(doc);
+    }
     free(g_version);
     g_version = TAKE_PTR(version);
     log_event(LOG_INFO, &(log_fields){.event = "store_loaded", .peer_uid = -1, .peer_pid = -1},
-              "loaded %zu keys from %s (generation %" PRIu64 "%s)", json_array_size(json_object_get(doc, "keys")),
+              "loaded %zu keys from %s (generation %" PRIu64 "%s)", keystore_size(g_snap->ks),
               store_url(g_store), g_generation, was_v1 ? ", version 1 document" : "");
-    write_cache(doc);
     return 1;
 }
 
@@ -378,20 +430,28 @@ static int load_cache(const char *store_error, snapshot **ret_old)
         log_warning("last-known-good cache %s unusable: %s", g_conf->cache, strerror(-r));
         return r;
     }
-    r = keydoc_parse(buf, len, &doc, NULL, &err);
-    if (r < 0) {
-        log_warning("last-known-good cache %s rejected: %s", g_conf->cache, err ? err : "");
-        return r;
-    }
     if (asprintf(&why, "serving from cache %s: %s", g_conf->cache, store_error) < 0)
         return -ENOMEM;
-    r = install(doc, true, why, ret_old);
+    keystore *ks = NULL;
+    r = load_fast(buf, len, &ks);
+    if (r == -ENOMEM)
+        return r;
+    if (ks)
+        r = install_keystore(ks, true, why, ret_old);
+    else {
+        r = keydoc_parse(buf, len, &doc, NULL, &err);
+        if (r < 0) {
+            log_warning("last-known-good cache %s rejected: %s", g_conf->cache, err ? err : "");
+            return r;
+        }
+        r = install(doc, true, why, ret_old);
+    }
     if (r < 0)
         return r;
     log_event(LOG_WARNING,
               &(log_fields){.event = "cache_loaded", .peer_uid = -1, .peer_pid = -1},
               "store unreadable, serving %zu keys from the last-known-good cache %s",
-              json_array_size(json_object_get(doc, "keys")), g_conf->cache);
+              keystore_size(g_snap->ks), g_conf->cache);
     return 0;
 }
 
@@ -647,6 +707,7 @@ void state_finish(void)
     }
     g_queue_tail = NULL;
     g_snap = snapshot_free(g_snap);
+    keystate_free_all();
     g_store = store_free(g_store);
     g_version = mfree(g_version);
     g_last_error = mfree(g_last_error);

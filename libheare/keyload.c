@@ -1,0 +1,764 @@
+/* keyload: a keystore from a version-2 keys.json read as a stream of yajl events. Every
+ * event goes through one function, step(), that knows where in the document it is. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+#include <yajl/yajl_parse.h>
+
+#include "ids.h"
+#include "keydoc.h"
+#include "keyload.h"
+#include "macro.h"
+#include "secret.h"
+#include "timeutil.h"
+
+#define NEVER INT64_MAX
+/* Deeper metadata than this is left to jansson (which goes to 2048). */
+#define META_DEPTH_MAX 64
+/* jansson refuses a document nested deeper than 2048; skipped values deeper than this are
+ * left to it, with room for the levels above them. */
+#define SKIP_DEPTH_MAX 1024
+/* An object in metadata with more members than this is left to jansson too: duplicate
+ * names are looked for by a linear search. */
+#define META_MEMBERS_MAX 64
+
+typedef enum ev_type {
+    EV_NULL,
+    EV_BOOL,
+    EV_INT,
+    EV_REAL,
+    EV_STRING,
+    EV_KEY, /* a member name */
+    EV_MAP,
+    EV_END_MAP,
+    EV_ARRAY,
+    EV_END_ARRAY,
+} ev_type;
+
+typedef struct ev {
+    ev_type type;
+    const char *s;
+    size_t len;
+    long long i;
+    double d;
+    bool b;
+} ev;
+
+/* Where the next event lands. */
+typedef enum where {
+    W_DOC,       /* before the document */
+    W_TOP,       /* in the top object: a member name or its end */
+    W_VERSION,   /* the values of members, named after them */
+    W_KEYS,
+    W_KEYS_ITEM, /* in "keys": a key or the end */
+    W_KEY,       /* in a key: a member name or its end */
+    W_ID,
+    W_NAME,
+    W_CREATED,
+    W_EXPIRES,
+    W_DISABLED,
+    W_METADATA,
+    W_META_IN, /* inside the metadata object, copying it */
+    W_SCOPES,
+    W_SCOPES_ITEM,
+    W_RATE,
+    W_RATE_IN,
+    W_RATE_PER_SECOND,
+    W_RATE_BURST,
+    W_SECRETS,
+    W_SECRETS_ITEM,
+    W_SECRET,
+    W_SECRET_SHA256,
+    W_SECRET_CREATED,
+    W_SECRET_EXPIRES,
+    W_SKIP, /* inside a value nobody reads */
+    W_END,  /* after the document */
+} where;
+
+/* The members each object may have once; a second one of them gives up. */
+enum {
+    M_VERSION = 1 << 0,
+    M_KEYS = 1 << 1,
+};
+enum {
+    K_ID = 1 << 0,
+    K_NAME = 1 << 1,
+    K_CREATED = 1 << 2,
+    K_METADATA = 1 << 3,
+    K_SCOPES = 1 << 4,
+    K_EXPIRES = 1 << 5,
+    K_DISABLED = 1 << 6,
+    K_RATE = 1 << 7,
+    K_SECRETS = 1 << 8,
+    K_REQUIRED = K_ID | K_NAME | K_CREATED | K_METADATA | K_SCOPES | K_DISABLED | K_SECRETS,
+};
+enum {
+    S_SHA256 = 1 << 0,
+    S_CREATED = 1 << 1,
+    S_EXPIRES = 1 << 2,
+    R_PER_SECOND = 1 << 3,
+    R_BURST = 1 << 4,
+};
+
+typedef struct meta_frame {
+    bool object, first;
+    size_t names; /* offset in meta_names of this object's member names */
+    unsigned n_names;
+} meta_frame;
+
+struct keyload {
+    yajl_handle yajl;
+    keystore *ks;
+    int error; /* why a callback stopped the parse */
+    where at;
+    bool v2;
+    unsigned top_seen, key_seen, sub_seen;
+    /* W_SKIP */
+    unsigned skip_depth;
+    where skip_return;
+    /* W_META_IN */
+    meta_frame meta[META_DEPTH_MAX];
+    unsigned meta_depth;
+    keystore_text meta_names; /* per name: its length (size_t), then its bytes */
+    /* The key being read, and its secret being read. */
+    keystore_entry e;
+    uint8_t digest[SECRET_DIGEST_LEN];
+    int64_t secret_expires;
+    keystore_text tmp; /* a NUL-terminated copy for the parsers that want one */
+    size_t n_keys;
+    /* A backslash escape cut by the end of a chunk: how far into "\ud8" it got. */
+    unsigned escape;
+};
+
+static int give_up(keyload *l)
+{
+    if (!l->error)
+        l->error = -EBADMSG;
+    return 0;
+}
+
+static int oom(keyload *l)
+{
+    l->error = -ENOMEM;
+    return 0;
+}
+
+static bool is(const ev *e, const char *name)
+{
+    return e->len == strlen(name) && memcmp(e->s, name, e->len) == 0;
+}
+
+/* jansson refuses a NUL in a string and bytes that are not UTF-8; yajl lets a NUL (\u0000)
+ * through and checks UTF-8 more loosely. So the rare string with a byte above 0x7f is
+ * checked by jansson itself. */
+static bool string_ok(const char *s, size_t len)
+{
+    bool ascii = true;
+
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] == 0)
+            return false;
+        if ((unsigned char)s[i] >= 0x80)
+            ascii = false;
+    }
+    if (!ascii) {
+        json_t *j = json_stringn(s, len);
+        if (!j)
+            return false;
+        json_decref(j);
+    }
+    return true;
+}
+
+/* Replaces t's text with s, NUL-terminated (the NUL is not counted). */
+static int text_set(keystore_text *t, const char *s, size_t len)
+{
+    t->len = 0;
+    if (keystore_text_put(t, s, len) < 0 || keystore_text_put(t, "", 1) < 0)
+        return -ENOMEM;
+    t->len--;
+    return 0;
+}
+
+/* Parses an RFC 3339 string event. Returns 0, -EINVAL or -ENOMEM. */
+static int parse_time(keyload *l, const ev *e, int64_t *ret)
+{
+    if (text_set(&l->tmp, e->s, e->len) < 0)
+        return -ENOMEM;
+    return timeutil_parse_rfc3339(l->tmp.s, false, ret);
+}
+
+static int time_member(keyload *l, const ev *e, keystore_text *text, int64_t *ret, where next)
+{
+    int64_t t;
+    int r;
+
+    if (e->type != EV_STRING)
+        return give_up(l);
+    r = parse_time(l, e, &t);
+    if (r == -ENOMEM)
+        return oom(l);
+    if (r < 0)
+        return give_up(l);
+    if (text && text_set(text, e->s, e->len) < 0)
+        return oom(l);
+    if (ret)
+        *ret = t;
+    l->at = next;
+    return 1;
+}
+
+/* Enters a member of an object: the value goes to at, unless the member was seen already
+ * (give up: jansson keeps the last one, we would keep the first). */
+static int member(keyload *l, unsigned *seen, unsigned bit, where at)
+{
+    if (*seen & bit)
+        return give_up(l);
+    *seen |= bit;
+    l->at = at;
+    return 1;
+}
+
+static int skip_value(keyload *l, where back)
+{
+    l->at = W_SKIP;
+    l->skip_depth = 0;
+    l->skip_return = back;
+    return 1;
+}
+
+static int step_skip(keyload *l, const ev *e)
+{
+    switch (e->type) {
+    case EV_MAP:
+    case EV_ARRAY:
+        if (++l->skip_depth > SKIP_DEPTH_MAX)
+            return give_up(l);
+        return 1;
+    case EV_END_MAP:
+    case EV_END_ARRAY:
+        l->skip_depth--;
+        break;
+    case EV_KEY:
+        return 1;
+    default:
+        break;
+    }
+    if (l->skip_depth == 0)
+        l->at = l->skip_return;
+    return 1;
+}
+
+static int meta_put(keyload *l, const char *s, size_t n)
+{
+    return keystore_text_put(&l->e.metadata, s, n) < 0 ? oom(l) : 1;
+}
+
+/* A name already in the innermost metadata object? Adds it if not. */
+static int meta_name(keyload *l, const ev *e)
+{
+    meta_frame *f = &l->meta[l->meta_depth - 1];
+    const char *p = l->meta_names.s + f->names;
+
+    for (unsigned i = 0; i < f->n_names; i++) {
+        size_t len;
+        memcpy(&len, p, sizeof(len));
+        if (len == e->len && memcmp(p + sizeof(len), e->s, len) == 0)
+            return give_up(l);
+        p += sizeof(len) + len;
+    }
+    if (++f->n_names > META_MEMBERS_MAX)
+        return give_up(l);
+    if (keystore_text_put(&l->meta_names, (const char *)&e->len, sizeof(e->len)) < 0 ||
+        keystore_text_put(&l->meta_names, e->s, e->len) < 0)
+        return oom(l);
+    return 1;
+}
+
+/* Copies the metadata value as compact JSON, the way keystore_text_put_value() writes it. */
+static int step_meta(keyload *l, const ev *e)
+{
+    meta_frame *f = l->meta_depth ? &l->meta[l->meta_depth - 1] : NULL;
+    char num[32];
+
+    if (e->type == EV_KEY) {
+        if ((!f->first && !meta_put(l, ",", 1)) || !meta_name(l, e))
+            return 0;
+        f->first = false;
+        if (keystore_text_put_string(&l->e.metadata, e->s, e->len) < 0)
+            return oom(l);
+        return meta_put(l, ":", 1);
+    }
+    if (e->type == EV_END_MAP || e->type == EV_END_ARRAY) {
+        if (!meta_put(l, e->type == EV_END_MAP ? "}" : "]", 1))
+            return 0;
+        if (f->object)
+            l->meta_names.len = f->names;
+        if (--l->meta_depth == 0)
+            l->at = W_KEY;
+        return 1;
+    }
+    /* A value: in an array, after a comma unless it is the first. */
+    if (f && !f->object) {
+        if (!f->first && !meta_put(l, ",", 1))
+            return 0;
+        f->first = false;
+    }
+    switch (e->type) {
+    case EV_MAP:
+    case EV_ARRAY:
+        if (l->meta_depth == META_DEPTH_MAX)
+            return give_up(l);
+        l->meta[l->meta_depth++] = (meta_frame){
+            .object = e->type == EV_MAP,
+            .first = true,
+            .names = l->meta_names.len,
+        };
+        return meta_put(l, e->type == EV_MAP ? "{" : "[", 1);
+    case EV_NULL:
+        return meta_put(l, "null", 4);
+    case EV_BOOL:
+        return e->b ? meta_put(l, "true", 4) : meta_put(l, "false", 5);
+    case EV_INT: {
+        int n = snprintf(num, sizeof(num), "%lld", e->i);
+        return meta_put(l, num, (size_t)n);
+    }
+    case EV_REAL: {
+        /* Through jansson, so a real reads back as it does from the tree. */
+        _cleanup_(json_decrefp) json_t *v = json_real(e->d);
+        if (!v || keystore_text_put_value(&l->e.metadata, v) < 0)
+            return oom(l);
+        return 1;
+    }
+    case EV_STRING:
+        return keystore_text_put_string(&l->e.metadata, e->s, e->len) < 0 ? oom(l) : 1;
+    default:
+        return give_up(l);
+    }
+}
+
+static int end_key(keyload *l)
+{
+    int r;
+
+    if ((l->key_seen & K_REQUIRED) != K_REQUIRED || l->e.n_secrets == 0)
+        return give_up(l);
+    r = keystore_add(l->ks, &l->e, NULL);
+    if (r == -ENOMEM)
+        return oom(l);
+    if (r < 0)
+        return give_up(l);
+    l->n_keys++;
+    l->at = W_KEYS_ITEM;
+    return 1;
+}
+
+static int key_member(keyload *l, const ev *e)
+{
+    unsigned *s = &l->key_seen;
+
+    if (is(e, "id"))
+        return member(l, s, K_ID, W_ID);
+    if (is(e, "name"))
+        return member(l, s, K_NAME, W_NAME);
+    if (is(e, "created_at"))
+        return member(l, s, K_CREATED, W_CREATED);
+    if (is(e, "metadata"))
+        return member(l, s, K_METADATA, W_METADATA);
+    if (is(e, "scopes"))
+        return member(l, s, K_SCOPES, W_SCOPES);
+    if (is(e, "expires_at"))
+        return member(l, s, K_EXPIRES, W_EXPIRES);
+    if (is(e, "disabled"))
+        return member(l, s, K_DISABLED, W_DISABLED);
+    if (is(e, "rate_limit"))
+        return member(l, s, K_RATE, W_RATE);
+    if (is(e, "secrets"))
+        return member(l, s, K_SECRETS, W_SECRETS);
+    return skip_value(l, W_KEY);
+}
+
+static bool is_scope(const char *s, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static int rate_value(keyload *l, const ev *e, uint32_t *ret)
+{
+    if (e->type != EV_INT || e->i < 1 || e->i > KEYDOC_RATE_MAX)
+        return give_up(l);
+    *ret = (uint32_t)e->i;
+    l->at = W_RATE_IN;
+    return 1;
+}
+
+static int step(keyload *l, const ev *e)
+{
+    keystore_entry *k = &l->e;
+
+    if ((e->type == EV_STRING || e->type == EV_KEY) && !string_ok(e->s, e->len))
+        return give_up(l);
+
+    switch (l->at) {
+    case W_SKIP:
+        return step_skip(l, e);
+    case W_META_IN:
+        return step_meta(l, e);
+
+    case W_DOC:
+        if (e->type != EV_MAP)
+            return give_up(l);
+        l->at = W_TOP;
+        return 1;
+    case W_TOP:
+        if (e->type == EV_END_MAP) {
+            if ((l->top_seen & (M_VERSION | M_KEYS)) != (M_VERSION | M_KEYS))
+                return give_up(l);
+            l->at = W_END;
+            return 1;
+        }
+        if (is(e, "version"))
+            return member(l, &l->top_seen, M_VERSION, W_VERSION);
+        if (is(e, "keys")) {
+            /* Keys before the version could be version-1 keys, with plaintext. */
+            if (!l->v2)
+                return give_up(l);
+            return member(l, &l->top_seen, M_KEYS, W_KEYS);
+        }
+        return skip_value(l, W_TOP);
+    case W_VERSION:
+        if (e->type != EV_INT || e->i != 2)
+            return give_up(l);
+        l->v2 = true;
+        l->at = W_TOP;
+        return 1;
+    case W_KEYS:
+        if (e->type != EV_ARRAY)
+            return give_up(l);
+        l->at = W_KEYS_ITEM;
+        return 1;
+    case W_KEYS_ITEM:
+        if (e->type == EV_END_ARRAY) {
+            l->at = W_TOP;
+            return 1;
+        }
+        if (e->type != EV_MAP)
+            return give_up(l);
+        keystore_entry_reset(k);
+        l->key_seen = 0;
+        l->at = W_KEY;
+        return 1;
+    case W_KEY:
+        if (e->type == EV_END_MAP)
+            return end_key(l);
+        return key_member(l, e);
+
+    case W_ID:
+        if (e->type != EV_STRING)
+            return give_up(l);
+        if (text_set(&k->id, e->s, e->len) < 0)
+            return oom(l);
+        if (!ids_is_key_id(k->id.s))
+            return give_up(l);
+        l->at = W_KEY;
+        return 1;
+    case W_NAME:
+        if (e->type != EV_STRING || e->len == 0 || e->len > KEYDOC_NAME_MAX)
+            return give_up(l);
+        if (text_set(&k->name, e->s, e->len) < 0)
+            return oom(l);
+        l->at = W_KEY;
+        return 1;
+    case W_CREATED:
+        return time_member(l, e, &k->created_at, NULL, W_KEY);
+    case W_EXPIRES:
+        if (e->type == EV_NULL) {
+            k->expires_at.len = 0;
+            k->expires_t = NEVER;
+            l->at = W_KEY;
+            return 1;
+        }
+        return time_member(l, e, &k->expires_at, &k->expires_t, W_KEY);
+    case W_DISABLED:
+        if (e->type != EV_BOOL)
+            return give_up(l);
+        k->disabled = e->b;
+        l->at = W_KEY;
+        return 1;
+    case W_METADATA:
+        if (e->type != EV_MAP)
+            return give_up(l);
+        k->metadata.len = 0;
+        l->at = W_META_IN;
+        return step_meta(l, e);
+
+    case W_SCOPES:
+        if (e->type != EV_ARRAY)
+            return give_up(l);
+        l->at = W_SCOPES_ITEM;
+        return 1;
+    case W_SCOPES_ITEM:
+        if (e->type == EV_END_ARRAY) {
+            l->at = W_KEY;
+            return 1;
+        }
+        if (e->type != EV_STRING || !is_scope(e->s, e->len))
+            return give_up(l);
+        if (keystore_text_put(&k->scopes, e->s, e->len) < 0 ||
+            keystore_text_put(&k->scopes, "", 1) < 0)
+            return oom(l);
+        k->n_scopes++;
+        return 1;
+
+    case W_RATE:
+        k->per_second = k->burst = 0;
+        if (e->type == EV_NULL) {
+            l->at = W_KEY;
+            return 1;
+        }
+        if (e->type != EV_MAP)
+            return give_up(l);
+        l->sub_seen = 0;
+        l->at = W_RATE_IN;
+        return 1;
+    case W_RATE_IN:
+        if (e->type == EV_END_MAP) {
+            if ((l->sub_seen & (R_PER_SECOND | R_BURST)) != (R_PER_SECOND | R_BURST))
+                return give_up(l);
+            l->at = W_KEY;
+            return 1;
+        }
+        if (is(e, "per_second"))
+            return member(l, &l->sub_seen, R_PER_SECOND, W_RATE_PER_SECOND);
+        if (is(e, "burst"))
+            return member(l, &l->sub_seen, R_BURST, W_RATE_BURST);
+        return skip_value(l, W_RATE_IN);
+    case W_RATE_PER_SECOND:
+        return rate_value(l, e, &k->per_second);
+    case W_RATE_BURST:
+        return rate_value(l, e, &k->burst);
+
+    case W_SECRETS:
+        if (e->type != EV_ARRAY)
+            return give_up(l);
+        l->at = W_SECRETS_ITEM;
+        return 1;
+    case W_SECRETS_ITEM:
+        if (e->type == EV_END_ARRAY) {
+            l->at = W_KEY;
+            return 1;
+        }
+        if (e->type != EV_MAP)
+            return give_up(l);
+        l->sub_seen = 0;
+        l->secret_expires = NEVER;
+        l->at = W_SECRET;
+        return 1;
+    case W_SECRET:
+        if (e->type == EV_END_MAP) {
+            if ((l->sub_seen & (S_SHA256 | S_CREATED)) != (S_SHA256 | S_CREATED))
+                return give_up(l);
+            if (keystore_entry_add_secret(k, l->digest, l->secret_expires) < 0)
+                return oom(l);
+            l->at = W_SECRETS_ITEM;
+            return 1;
+        }
+        if (is(e, "sha256"))
+            return member(l, &l->sub_seen, S_SHA256, W_SECRET_SHA256);
+        if (is(e, "created_at"))
+            return member(l, &l->sub_seen, S_CREATED, W_SECRET_CREATED);
+        if (is(e, "expires_at"))
+            return member(l, &l->sub_seen, S_EXPIRES, W_SECRET_EXPIRES);
+        return skip_value(l, W_SECRET);
+    case W_SECRET_SHA256: {
+        char hex[SECRET_HEX_LEN + 1];
+        if (e->type != EV_STRING || e->len != SECRET_HEX_LEN)
+            return give_up(l);
+        memcpy(hex, e->s, SECRET_HEX_LEN);
+        hex[SECRET_HEX_LEN] = 0;
+        if (secret_unhex(hex, l->digest) < 0)
+            return give_up(l);
+        l->at = W_SECRET;
+        return 1;
+    }
+    case W_SECRET_CREATED:
+        return time_member(l, e, NULL, NULL, W_SECRET);
+    case W_SECRET_EXPIRES:
+        if (e->type == EV_NULL) {
+            l->secret_expires = NEVER;
+            l->at = W_SECRET;
+            return 1;
+        }
+        return time_member(l, e, NULL, &l->secret_expires, W_SECRET);
+
+    case W_END:
+        break;
+    }
+    return give_up(l);
+}
+
+static int on_null(void *ctx)
+{
+    return step(ctx, &(ev){.type = EV_NULL});
+}
+
+static int on_boolean(void *ctx, int b)
+{
+    return step(ctx, &(ev){.type = EV_BOOL, .b = b != 0});
+}
+
+static int on_integer(void *ctx, long long i)
+{
+    return step(ctx, &(ev){.type = EV_INT, .i = i});
+}
+
+static int on_double(void *ctx, double d)
+{
+    return step(ctx, &(ev){.type = EV_REAL, .d = d});
+}
+
+static int on_string(void *ctx, const unsigned char *s, size_t len)
+{
+    return step(ctx, &(ev){.type = EV_STRING, .s = (const char *)s, .len = len});
+}
+
+static int on_map_key(void *ctx, const unsigned char *s, size_t len)
+{
+    return step(ctx, &(ev){.type = EV_KEY, .s = (const char *)s, .len = len});
+}
+
+static int on_start_map(void *ctx)
+{
+    return step(ctx, &(ev){.type = EV_MAP});
+}
+
+static int on_end_map(void *ctx)
+{
+    return step(ctx, &(ev){.type = EV_END_MAP});
+}
+
+static int on_start_array(void *ctx)
+{
+    return step(ctx, &(ev){.type = EV_ARRAY});
+}
+
+static int on_end_array(void *ctx)
+{
+    return step(ctx, &(ev){.type = EV_END_ARRAY});
+}
+
+static const yajl_callbacks callbacks = {
+    .yajl_null = on_null,
+    .yajl_boolean = on_boolean,
+    .yajl_integer = on_integer,
+    .yajl_double = on_double,
+    .yajl_string = on_string,
+    .yajl_start_map = on_start_map,
+    .yajl_map_key = on_map_key,
+    .yajl_end_map = on_end_map,
+    .yajl_start_array = on_start_array,
+    .yajl_end_array = on_end_array,
+};
+
+int keyload_new(uint64_t generation, keyload **ret)
+{
+    keyload *l = calloc(1, sizeof(*l));
+
+    if (!l)
+        return -ENOMEM;
+    l->ks = keystore_new_empty(generation);
+    l->yajl = l->ks ? yajl_alloc(&callbacks, NULL, l) : NULL;
+    if (!l->yajl) {
+        keyload_free(l);
+        return -ENOMEM;
+    }
+    *ret = l;
+    return 0;
+}
+
+keyload *keyload_free(keyload *l)
+{
+    if (!l)
+        return NULL;
+    if (l->yajl)
+        yajl_free(l->yajl);
+    keystore_free(l->ks);
+    keystore_entry_done(&l->e);
+    free(l->meta_names.s);
+    free(l->tmp.s);
+    free(l);
+    return NULL;
+}
+
+/* True if buf has an escaped UTF-16 surrogate ("\ud800" to "\udfff"). yajl turns a lone
+ * one into '?', where jansson refuses the document; pairs are rare enough in a keys file
+ * that any of them is left to jansson. Backslashes only occur in strings, so a scan of
+ * the raw bytes is exact; l->escape carries an escape cut by the end of a chunk. */
+static bool has_surrogate_escape(keyload *l, const char *buf, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        if (l->escape == 0) {
+            const char *b = memchr(buf + i, '\\', len - i);
+            if (!b)
+                return false;
+            i = (size_t)(b - buf) + 1;
+            l->escape = 1;
+            continue;
+        }
+        char c = buf[i++];
+        switch (l->escape) {
+        case 1: /* after '\': any character ends a two-character escape, but 'u' */
+            l->escape = c == 'u' ? 2 : 0;
+            break;
+        case 2:
+            l->escape = c == 'd' || c == 'D' ? 3 : 0;
+            break;
+        default:
+            if ((c >= '8' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'))
+                return true;
+            l->escape = 0;
+            break;
+        }
+    }
+    return false;
+}
+
+int keyload_feed(keyload *l, const char *buf, size_t len)
+{
+    if (l->error)
+        return l->error;
+    if (has_surrogate_escape(l, buf, len))
+        return l->error = -EBADMSG;
+    if (yajl_parse(l->yajl, (const unsigned char *)buf, len) != yajl_status_ok)
+        return give_up(l), l->error;
+    return 0;
+}
+
+bool keyload_is_v2(const keyload *l)
+{
+    return l->v2 && !l->error;
+}
+
+int keyload_finish(keyload *l, keystore **ret)
+{
+    int r;
+
+    if (l->error)
+        return l->error;
+    if (yajl_complete_parse(l->yajl) != yajl_status_ok || l->at != W_END)
+        return give_up(l), l->error;
+    r = keystore_seal(l->ks, NULL);
+    if (r < 0)
+        return l->error = r == -ENOMEM ? r : -EBADMSG;
+    *ret = TAKE_PTR(l->ks);
+    return 0;
+}
