@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <systemd/sd-daemon.h>
 #include <urcu-qsbr.h>
@@ -28,6 +30,9 @@
 /* Readers: rcu_dereference() on a registered serving loop. Writer: the store thread only
  * (and state_init before any reader exists). */
 static snapshot *g_snap;
+
+/* How much the store thread yields to the serving loops (nice value, 0..19). */
+#define STORE_THREAD_NICE 10
 
 static const conf *g_conf;
 static store *g_store;
@@ -608,6 +613,11 @@ static uint64_t poll_delay_ms(void)
 static void *store_thread(void *arg)
 {
     pthread_setname_np(pthread_self(), "heare-store");
+    /* A reload of a big store is seconds of CPU that nobody waits for, while a verify is
+     * waited for: on a busy machine the serving loops go first. (Nice is per thread on
+     * Linux; raising it needs no privilege.) */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), STORE_THREAD_NICE) < 0)
+        log_debug("could not lower the store thread's priority: %m");
     struct timespec next_poll;
     timeutil_deadline_ms(&next_poll, poll_delay_ms());
     flush_cache(); /* the first load's, written here so that READY=1 does not wait for it */
