@@ -306,6 +306,9 @@ static int writer_open_tmp(store_file_writer *w, mode_t mode, char **reterr)
             if (r == -ENOENT)
                 return errors_fail(reterr, r, "%s: directory %s does not exist", w->what,
                                    w->dir_path);
+            if (r == -ENXIO) /* a FIFO or socket, with O_NONBLOCK */
+                return errors_fail(reterr, -EINVAL, "%s: %s is not a regular file", w->what,
+                                   w->tmp_path);
             return errors_fail(reterr, r, "%s: open %s: %m", w->what, w->tmp_path);
         }
         if (fstat(fd, &fst) < 0)
@@ -382,7 +385,9 @@ int store_file_writer_open(const char *path, unsigned mode, store_file_writer **
 
     if (!path || !*path)
         return errors_fail(reterr, -EINVAL, "no path for the file");
-    if (path[strlen(path) - 1] == '/')
+    /* Found out now rather than by the rename at the end. */
+    struct stat st;
+    if (path[strlen(path) - 1] == '/' || (stat(path, &st) == 0 && S_ISDIR(st.st_mode)))
         return errors_fail(reterr, -EISDIR, "%s: names a directory, not a file", path);
     if (asprintf(&tmp, "%s.tmp", path) < 0)
         return -ENOMEM;
