@@ -9,7 +9,8 @@ typedef struct store_backend {
     /* Opens from the URL; *ret_impl is the backend's state. opts is never NULL. */
     int (*open)(const char *url, const store_options *opts, void **ret_impl, char **reterr);
     void (*free)(void *impl);
-    int (*load)(void *impl, const char *if_not_version, char **ret_buf, size_t *ret_len,
+    /* store_load_stream(): sink is never NULL; *ret_exists is always set on 0. */
+    int (*load)(void *impl, const char *if_not_version, const store_sink *sink, bool *ret_exists,
                 char **ret_version, char **reterr);
     /* Conditional write; store.c calls it with the lock held (if the backend has one). */
     int (*write)(void *impl, const char *expected_version, const char *buf, size_t len,

@@ -1,5 +1,6 @@
-/* store-file: the local-file store backend (flock, tmp + fsync + rename) and the generic
- * whole-file read and atomic write helpers. */
+/* store-file: the local-file store backend (flock, tmp + fsync + rename, versions by
+ * SHA-256 of the bytes read) and the generic whole-file read and atomic write helpers. Reads
+ * stream through one fixed buffer, so a document of any size costs CHUNK_SIZE here. */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -11,18 +12,22 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include <openssl/evp.h>
+
 #include "errors.h"
 #include "secret.h"
 #include "store-backend.h"
 #include "timeutil.h"
 
-#define LOAD_MAX ((size_t)1 << 30)
+#define CHUNK_SIZE ((size_t)1 << 20)
 #define LOCK_WAIT_MS 10000
 #define LOCK_POLL_MS 10
 /* Coarse file timestamps (a kernel tick, or whole seconds on some filesystems) cannot tell
  * two writes apart within this window, so a stat that recent is not trusted to mean
  * "unchanged". */
 #define STAT_SETTLE_NS (2LL * 1000000000)
+/* Opening "<path>.tmp" races with a writer renaming it away; that many tries. */
+#define WRITER_OPEN_TRIES 4
 
 #define VERSION_PREFIX "sha256:"
 #define VERSION_LEN (sizeof(VERSION_PREFIX) - 1 + SECRET_HEX_LEN)
@@ -36,12 +41,18 @@ typedef struct file_stat {
 
 typedef struct file_store {
     char *path, *tmp_path, *lock_path, *dir_path;
-    /* The daemon's poller and its writers may share one store. */
+    /* The daemon's poller and its writers may share one store: the mutex guards the fields
+     * below, never a whole read (writers are serialized by the flock). */
     pthread_mutex_t mutex;
     /* The stat that produced the last version handed out, and that version. */
     bool cached;
     file_stat cache_stat;
     char cache_version[VERSION_LEN + 1];
+    /* The size of the last content hashed (read or written) and its version: a fact that
+     * stays true, so a file of another size is known to have another version unread. */
+    bool known;
+    uint64_t known_size;
+    char known_version[VERSION_LEN + 1];
 } file_store;
 
 static void stat_to(const struct stat *st, file_stat *ret)
@@ -71,14 +82,86 @@ static bool stat_settled(const file_stat *st)
     return age >= STAT_SETTLE_NS;
 }
 
+static void version_from_digest(const uint8_t d[SECRET_DIGEST_LEN], char ret[VERSION_LEN + 1])
+{
+    char hex[SECRET_HEX_LEN + 1];
+
+    secret_hex(d, hex);
+    snprintf(ret, VERSION_LEN + 1, VERSION_PREFIX "%s", hex);
+}
+
 static void version_of(const char *buf, size_t len, char ret[VERSION_LEN + 1])
 {
     uint8_t d[SECRET_DIGEST_LEN];
-    char hex[SECRET_HEX_LEN + 1];
 
     secret_digest(buf, len, d);
-    secret_hex(d, hex);
-    snprintf(ret, VERSION_LEN + 1, VERSION_PREFIX "%s", hex);
+    version_from_digest(d, ret);
+}
+
+/* The read buffer: wiped when freed, as it held a document that may be a version 1 file
+ * with plaintext secrets. */
+static void chunk_freep(char **p)
+{
+    if (*p)
+        secret_wipe(*p, CHUNK_SIZE);
+    free(*p);
+}
+
+static void md_ctx_freep(EVP_MD_CTX **c)
+{
+    EVP_MD_CTX_free(*c); /* cleanses it */
+}
+
+/* Reads fd from its start to EOF through buf (CHUNK_SIZE bytes): every byte goes into the
+ * version, and, if sink is non-NULL, to the sink after one begin(). Returns 0 with
+ * ret_version and *ret_size; a sink's error as is, with *ret_sink_failed set; other -errno
+ * for a failed read. */
+static int read_pass(int fd, char *buf, const store_sink *sink, char ret_version[VERSION_LEN + 1],
+                     uint64_t *ret_size, bool *ret_sink_failed)
+{
+    _cleanup_(md_ctx_freep) EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    uint8_t d[SECRET_DIGEST_LEN];
+    unsigned d_len = 0;
+    uint64_t size = 0;
+    int r;
+
+    if (!ctx || EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) != 1)
+        return -ENOMEM;
+    if (sink) {
+        r = sink->begin(sink->userdata);
+        if (r < 0) {
+            *ret_sink_failed = true;
+            return r;
+        }
+    }
+
+    for (;;) {
+        /* pread from the start, so a second pass needs no seek. */
+        ssize_t k = pread(fd, buf, CHUNK_SIZE, (off_t)size);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return negative_errno();
+        }
+        if (k == 0)
+            break;
+        if (EVP_DigestUpdate(ctx, buf, (size_t)k) != 1)
+            return -ENOMEM;
+        size += (uint64_t)k;
+        if (sink) {
+            r = sink->data(sink->userdata, buf, (size_t)k);
+            if (r < 0) {
+                *ret_sink_failed = true;
+                return r;
+            }
+        }
+    }
+
+    if (EVP_DigestFinal_ex(ctx, d, &d_len) != 1 || d_len != SECRET_DIGEST_LEN)
+        return -ENOMEM;
+    version_from_digest(d, ret_version);
+    *ret_size = size;
+    return 0;
 }
 
 /* Reads fd to EOF, at most max bytes; *ret_buf is NUL-terminated. Every buffer it lets go
@@ -164,6 +247,26 @@ int store_read_file(const char *path, size_t max, char **ret_buf, size_t *ret_le
     return read_all(fd, (size_t)st.st_size, max, ret_buf, ret_len);
 }
 
+/* --- the atomic writer ------------------------------------------------------------ */
+
+struct store_file_writer {
+    char *path, *tmp_path, *dir_path;
+    char *what; /* how messages start: the path, or "file store <path>" */
+    int fd;     /* on tmp_path, holding a flock on it */
+};
+
+static void writer_free(store_file_writer *w)
+{
+    if (!w)
+        return;
+    safe_close(w->fd);
+    free(w->path);
+    free(w->tmp_path);
+    free(w->dir_path);
+    free(w->what);
+    free(w);
+}
+
 static int fsync_dir(const char *dir)
 {
     _cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -172,74 +275,6 @@ static int fsync_dir(const char *dir)
     if (fsync(fd) < 0)
         return negative_errno();
     return 0;
-}
-
-/* Writes buf to tmp_path, makes it durable and renames it over path. owner, if non-NULL,
- * is the file being replaced: its owner is kept where we may (as root), so a root-run CLI
- * does not take the file away from the daemon's user. Error messages start with what. */
-static int write_atomic(const char *path, const char *tmp_path, const char *dir_path,
-                        const char *buf, size_t len, mode_t mode, const struct stat *owner,
-                        const char *what, char **reterr)
-{
-    _cleanup_close_ int fd =
-        open(tmp_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW, mode);
-    if (fd < 0) {
-        int r = negative_errno();
-        if (r == -ENOENT)
-            return errors_fail(reterr, r, "%s: directory %s does not exist", what, dir_path);
-        return errors_fail(reterr, r, "%s: open %s: %m", what, tmp_path);
-    }
-
-    int r = 0;
-    const char *step = NULL;
-
-    /* O_CREAT applied the umask, and an old tmp file keeps its mode: set it exactly. */
-    if (fchmod(fd, mode) < 0) {
-        r = negative_errno();
-        step = "chmod";
-        goto fail;
-    }
-    if (owner && fchown(fd, owner->st_uid, owner->st_gid) < 0 && errno != EPERM) {
-        r = negative_errno();
-        step = "chown";
-        goto fail;
-    }
-
-    for (size_t off = 0; off < len;) {
-        ssize_t k = write(fd, buf + off, len - off);
-        if (k < 0) {
-            if (errno == EINTR)
-                continue;
-            r = negative_errno();
-            step = "write";
-            goto fail;
-        }
-        off += (size_t)k;
-    }
-    if (fsync(fd) < 0) {
-        r = negative_errno();
-        step = "fsync";
-        goto fail;
-    }
-    if (close(TAKE_FD(fd)) < 0) {
-        r = negative_errno();
-        step = "close";
-        goto fail;
-    }
-    if (rename(tmp_path, path) < 0) {
-        r = negative_errno();
-        step = "rename";
-        goto fail;
-    }
-    /* Without this the rename itself may be lost on a crash. */
-    r = fsync_dir(dir_path);
-    if (r < 0)
-        return errors_fail(reterr, r, "%s: fsync directory %s: %m", what, dir_path);
-    return 0;
-
-fail:
-    unlink(tmp_path);
-    return errors_fail(reterr, r, "%s: %s %s: %m", what, step, tmp_path);
 }
 
 /* "/a/b/c" → "/a/b"; "/c" → "/"; "c" → ".". */
@@ -253,19 +288,196 @@ static char *dir_of(const char *path)
     return strndup(path, (size_t)(slash - path));
 }
 
-int store_write_file_atomic(const char *path, const char *buf, size_t len, unsigned mode,
-                            char **reterr)
+/* Opens w->tmp_path, locked, as the file w writes. A crash leaves a "<path>.tmp" behind,
+ * never a partial path; the next writer truncates it. The flock keeps two writers from
+ * truncating each other's file; a writer that got the lock checks the name still leads to
+ * what it opened, as the previous holder renames it over path before it lets go. */
+static int writer_open_tmp(store_file_writer *w, mode_t mode, char **reterr)
+{
+    for (unsigned attempt = 1;; attempt++) {
+        struct stat fst, lst;
+
+        _cleanup_close_ int fd = open(w->tmp_path,
+                                      O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW |
+                                          O_NONBLOCK,
+                                      mode);
+        if (fd < 0) {
+            int r = negative_errno();
+            if (r == -ENOENT)
+                return errors_fail(reterr, r, "%s: directory %s does not exist", w->what,
+                                   w->dir_path);
+            if (r == -ENXIO) /* a FIFO or socket, with O_NONBLOCK */
+                return errors_fail(reterr, -EINVAL, "%s: %s is not a regular file", w->what,
+                                   w->tmp_path);
+            return errors_fail(reterr, r, "%s: open %s: %m", w->what, w->tmp_path);
+        }
+        if (fstat(fd, &fst) < 0)
+            return errors_fail(reterr, negative_errno(), "%s: stat %s: %m", w->what, w->tmp_path);
+        if (!S_ISREG(fst.st_mode))
+            return errors_fail(reterr, -EINVAL, "%s: %s is not a regular file", w->what,
+                               w->tmp_path);
+        if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+            if (errno == EWOULDBLOCK)
+                return errors_fail(reterr, -EBUSY, "%s: another writer is writing %s", w->what,
+                                   w->tmp_path);
+            return errors_fail(reterr, negative_errno(), "%s: lock %s: %m", w->what,
+                               w->tmp_path);
+        }
+        if (lstat(w->tmp_path, &lst) == 0 && lst.st_dev == fst.st_dev &&
+            lst.st_ino == fst.st_ino) {
+            w->fd = TAKE_FD(fd);
+            return 0;
+        }
+        if (attempt >= WRITER_OPEN_TRIES)
+            return errors_fail(reterr, -EBUSY, "%s: another writer is writing %s", w->what,
+                               w->tmp_path);
+    }
+}
+
+/* Starts an atomic write of path through tmp_path. owner, if non-NULL, is the file being
+ * replaced: its owner is kept where we may (as root), so a root-run CLI does not take the
+ * file away from the daemon's user. Error messages start with what. */
+static int writer_open(const char *path, const char *tmp_path, const char *dir_path, mode_t mode,
+                       const struct stat *owner, const char *what, store_file_writer **ret,
+                       char **reterr)
+{
+    store_file_writer *w = calloc(1, sizeof(*w));
+    if (!w)
+        return -ENOMEM;
+    w->fd = -1;
+    w->path = strdup(path);
+    w->tmp_path = strdup(tmp_path);
+    w->dir_path = strdup(dir_path);
+    w->what = strdup(what);
+    if (!w->path || !w->tmp_path || !w->dir_path || !w->what) {
+        writer_free(w);
+        return -ENOMEM;
+    }
+
+    int r = writer_open_tmp(w, mode, reterr);
+    if (r < 0) {
+        writer_free(w);
+        return r;
+    }
+
+    const char *step = NULL;
+    /* Left over from a crash: start empty. */
+    if (ftruncate(w->fd, 0) < 0)
+        step = "truncate";
+    /* O_CREAT applied the umask, and an old tmp file keeps its mode: set it exactly. */
+    else if (fchmod(w->fd, mode) < 0)
+        step = "chmod";
+    else if (owner && fchown(w->fd, owner->st_uid, owner->st_gid) < 0 && errno != EPERM)
+        step = "chown";
+    if (step) {
+        r = errors_fail(reterr, negative_errno(), "%s: %s %s: %m", w->what, step, w->tmp_path);
+        store_file_writer_abort(w);
+        return r;
+    }
+
+    *ret = w;
+    return 0;
+}
+
+int store_file_writer_open(const char *path, unsigned mode, store_file_writer **ret, char **reterr)
 {
     _cleanup_free_ char *tmp = NULL, *dir = NULL;
 
     if (!path || !*path)
         return errors_fail(reterr, -EINVAL, "no path for the file");
+    /* Found out now rather than by the rename at the end. */
+    struct stat st;
+    if (path[strlen(path) - 1] == '/' || (stat(path, &st) == 0 && S_ISDIR(st.st_mode)))
+        return errors_fail(reterr, -EISDIR, "%s: names a directory, not a file", path);
     if (asprintf(&tmp, "%s.tmp", path) < 0)
         return -ENOMEM;
     dir = dir_of(path);
     if (!dir)
         return -ENOMEM;
-    return write_atomic(path, tmp, dir, buf, len, (mode_t)mode & 07777, NULL, path, reterr);
+    return writer_open(path, tmp, dir, (mode_t)mode & 07777, NULL, path, ret, reterr);
+}
+
+int store_file_writer_write(store_file_writer *w, const char *buf, size_t len, char **reterr)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t k = write(w->fd, buf + off, len - off);
+        if (k < 0) {
+            if (errno == EINTR)
+                continue;
+            return errors_fail(reterr, negative_errno(), "%s: write %s: %m", w->what,
+                               w->tmp_path);
+        }
+        off += (size_t)k;
+    }
+    return 0;
+}
+
+int store_file_writer_commit(store_file_writer *w, char **reterr)
+{
+    const char *step = NULL;
+    int r;
+
+    /* fsync reports what close would (NFS included); the descriptor, and with it the
+     * flock, is kept until the rename is done, so no other writer can open and truncate
+     * the file on its way to becoming path. */
+    if (fsync(w->fd) < 0)
+        step = "fsync";
+    else if (rename(w->tmp_path, w->path) < 0)
+        step = "rename";
+    if (step) {
+        r = errors_fail(reterr, negative_errno(), "%s: %s %s: %m", w->what, step, w->tmp_path);
+        store_file_writer_abort(w);
+        return r;
+    }
+
+    /* Without this the rename itself may be lost on a crash. */
+    r = fsync_dir(w->dir_path);
+    if (r < 0)
+        r = errors_fail(reterr, r, "%s: fsync directory %s: %m", w->what, w->dir_path);
+    writer_free(w);
+    return r;
+}
+
+void store_file_writer_abort(store_file_writer *w)
+{
+    if (!w)
+        return;
+    /* Still locked by us, so still ours to remove. */
+    if (w->fd >= 0)
+        unlink(w->tmp_path);
+    writer_free(w);
+}
+
+/* Writes buf to path through a writer. */
+static int write_atomic(const char *path, const char *tmp_path, const char *dir_path,
+                        const char *buf, size_t len, mode_t mode, const struct stat *owner,
+                        const char *what, char **reterr)
+{
+    store_file_writer *w = NULL;
+
+    int r = writer_open(path, tmp_path, dir_path, mode, owner, what, &w, reterr);
+    if (r < 0)
+        return r;
+    r = store_file_writer_write(w, buf, len, reterr);
+    if (r < 0) {
+        store_file_writer_abort(w);
+        return r;
+    }
+    return store_file_writer_commit(w, reterr);
+}
+
+int store_write_file_atomic(const char *path, const char *buf, size_t len, unsigned mode,
+                            char **reterr)
+{
+    _cleanup_(store_file_writer_abortp) store_file_writer *w = NULL;
+
+    int r = store_file_writer_open(path, mode, &w, reterr);
+    if (r < 0)
+        return r;
+    r = store_file_writer_write(w, buf, len, reterr);
+    if (r < 0)
+        return r;
+    return store_file_writer_commit(TAKE_PTR(w), reterr);
 }
 
 /* --- the backend ------------------------------------------------------------------ */
@@ -327,133 +539,209 @@ static int missing(file_store *f, char **reterr)
     return 0;
 }
 
-/* Reads the file and its version; *ret_buf NULL and version "" if it does not exist. The
- * cache is updated when the file held still while being read. Called with the mutex held. */
-static int read_current(file_store *f, char **ret_buf, size_t *ret_len,
-                        char ret_version[VERSION_LEN + 1], char **reterr)
+/* Opens the file as it is now. Returns 0 with *ret_fd (-1: there is no file, an empty
+ * store) and *ret_st, or -errno with *reterr. */
+static int open_current(file_store *f, int *ret_fd, struct stat *ret_st, char **reterr)
 {
-    struct stat st1, st2;
-    _cleanup_free_ char *buf = NULL;
-    size_t len = 0;
-
-    _cleanup_close_ int fd = open_regular(f->path, &st1);
+    int fd = open_regular(f->path, ret_st);
     if (fd == -ENOENT) {
         int r = missing(f, reterr);
         if (r < 0)
             return r;
+        pthread_mutex_lock(&f->mutex);
         f->cached = false;
-        *ret_buf = NULL;
-        *ret_len = 0;
-        ret_version[0] = '\0';
+        pthread_mutex_unlock(&f->mutex);
+        *ret_fd = -1;
         return 0;
     }
     if (fd == -EISDIR || fd == -EINVAL)
         return errors_fail(reterr, fd, "file store %s: not a regular file", f->path);
     if (fd < 0)
         return errors_fail(reterr, fd, "file store %s: open: %m", f->path);
-    if ((uint64_t)st1.st_size > LOAD_MAX)
-        return errors_fail(reterr, -EFBIG, "file store %s: larger than 1 GiB", f->path);
-
-    int r = read_all(fd, (size_t)st1.st_size, LOAD_MAX, &buf, &len);
-    if (r == -EFBIG)
-        return errors_fail(reterr, r, "file store %s: larger than 1 GiB", f->path);
-    if (r < 0)
-        return errors_fail(reterr, r, "file store %s: read: %m", f->path);
-
-    version_of(buf, len, ret_version);
-
-    file_stat a, b;
-    stat_to(&st1, &a);
-    f->cached = false;
-    if (fstat(fd, &st2) == 0) {
-        stat_to(&st2, &b);
-        /* Changed while we read it: the stat may not belong to these bytes. */
-        if (stat_equal(&a, &b) && stat_settled(&a)) {
-            f->cache_stat = a;
-            memcpy(f->cache_version, ret_version, VERSION_LEN + 1);
-            f->cached = true;
-        }
-    }
-
-    *ret_buf = TAKE_PTR(buf);
-    *ret_len = len;
+    *ret_fd = fd;
     return 0;
 }
 
-/* True if the file at path still has the stat the cached version came from. Called with
- * the mutex held. */
-static bool cache_matches(file_store *f)
+/* Takes note of version, the hash of size bytes read from fd, whose stat before the read
+ * was st: the stat shortcut is kept only if the file held still while being read (the
+ * stat, taken again on the descriptor read, is unchanged and settled). */
+static void remember(file_store *f, int fd, const struct stat *st, const char *version,
+                     uint64_t size)
+{
+    struct stat st2;
+    file_stat a, b;
+    bool still;
+
+    stat_to(st, &a);
+    still = fstat(fd, &st2) == 0;
+    if (still) {
+        stat_to(&st2, &b);
+        still = stat_equal(&a, &b) && (uint64_t)a.size == size && stat_settled(&a);
+    }
+
+    pthread_mutex_lock(&f->mutex);
+    f->cached = still;
+    if (still) {
+        f->cache_stat = a;
+        memcpy(f->cache_version, version, VERSION_LEN + 1);
+    }
+    f->known = true;
+    f->known_size = size;
+    memcpy(f->known_version, version, VERSION_LEN + 1);
+    pthread_mutex_unlock(&f->mutex);
+}
+
+static void remember_written(file_store *f, const char *version, uint64_t size)
+{
+    pthread_mutex_lock(&f->mutex);
+    f->cached = false;
+    f->known = true;
+    f->known_size = size;
+    memcpy(f->known_version, version, VERSION_LEN + 1);
+    pthread_mutex_unlock(&f->mutex);
+}
+
+static void forget(file_store *f)
+{
+    pthread_mutex_lock(&f->mutex);
+    f->cached = false;
+    pthread_mutex_unlock(&f->mutex);
+}
+
+/* True if the file at path still has the stat the cached version came from, and that is
+ * version (NULL: any); copies the cached version to ret (may be NULL). */
+static bool cache_hit(file_store *f, const char *version, char ret[VERSION_LEN + 1])
 {
     struct stat st;
     file_stat now;
+    bool hit = false;
 
-    if (!f->cached || stat(f->path, &st) < 0 || !S_ISREG(st.st_mode))
-        return false;
-    stat_to(&st, &now);
-    return stat_equal(&now, &f->cache_stat);
+    pthread_mutex_lock(&f->mutex);
+    if (f->cached && stat(f->path, &st) == 0 && S_ISREG(st.st_mode)) {
+        stat_to(&st, &now);
+        hit = stat_equal(&now, &f->cache_stat) &&
+              (!version || strcmp(version, f->cache_version) == 0);
+        if (hit && ret)
+            memcpy(ret, f->cache_version, VERSION_LEN + 1);
+    }
+    pthread_mutex_unlock(&f->mutex);
+    return hit;
 }
 
-static int file_load_locked(file_store *f, const char *if_not_version, char **ret_buf,
-                            size_t *ret_len, char **ret_version, char **reterr)
+/* Whether a file of size bytes may have version v: only a version of ours can match, and
+ * not one known to belong to content of another size. */
+static bool may_match(file_store *f, const char *v, uint64_t size)
 {
-    _cleanup_free_ char *buf = NULL;
-    char version[VERSION_LEN + 1];
-    size_t len;
+    if (strlen(v) != VERSION_LEN || strncmp(v, VERSION_PREFIX, strlen(VERSION_PREFIX)) != 0)
+        return false;
+    pthread_mutex_lock(&f->mutex);
+    bool other = f->known && f->known_size != size && strcmp(f->known_version, v) == 0;
+    pthread_mutex_unlock(&f->mutex);
+    return !other;
+}
 
-    if (if_not_version && cache_matches(f) && strcmp(if_not_version, f->cache_version) == 0)
+static int file_load(void *impl, const char *if_not_version, const store_sink *sink,
+                     bool *ret_exists, char **ret_version, char **reterr)
+{
+    file_store *f = impl;
+    _cleanup_(chunk_freep) char *buf = NULL;
+    _cleanup_close_ int fd = -1;
+    char version[VERSION_LEN + 1];
+    bool sink_failed = false;
+    uint64_t size = 0;
+    struct stat st;
+
+    if (if_not_version && cache_hit(f, if_not_version, NULL))
         return 1;
 
-    int r = read_current(f, &buf, &len, version, reterr);
+    int r = open_current(f, &fd, &st, reterr);
     if (r < 0)
         return r;
-
-    if (if_not_version && strcmp(if_not_version, version) == 0) {
-        if (buf)
-            secret_wipe(buf, len);
-        return 1;
+    if (fd < 0) {
+        if (if_not_version && !*if_not_version)
+            return 1;
+        char *v = strdup("");
+        if (!v)
+            return -ENOMEM;
+        *ret_exists = false;
+        *ret_version = v;
+        return 0;
     }
+
+    buf = malloc(CHUNK_SIZE);
+    if (!buf)
+        return -ENOMEM;
+
+    /* Unchanged means nothing for the sink, so when the stat could not tell, a first pass
+     * only hashes. */
+    if (if_not_version && may_match(f, if_not_version, (uint64_t)st.st_size)) {
+        r = read_pass(fd, buf, NULL, version, &size, &sink_failed);
+        if (r < 0)
+            return errors_fail(reterr, r, "file store %s: read: %m", f->path);
+        remember(f, fd, &st, version, size);
+        if (strcmp(version, if_not_version) == 0)
+            return 1;
+    }
+
+    /* The version returned is that of the bytes the sink got, even if the file changed
+     * since the first pass (the descriptor holds the same inode; an in-place edit shows). */
+    r = read_pass(fd, buf, sink, version, &size, &sink_failed);
+    if (sink_failed)
+        return r;
+    if (r < 0)
+        return errors_fail(reterr, r, "file store %s: read: %m", f->path);
+    remember(f, fd, &st, version, size);
 
     char *v = strdup(version);
-    if (!v) {
-        if (buf)
-            secret_wipe(buf, len);
+    if (!v)
         return -ENOMEM;
-    }
-    *ret_buf = TAKE_PTR(buf);
-    *ret_len = len;
+    *ret_exists = true;
     *ret_version = v;
     return 0;
 }
 
-static int file_load(void *impl, const char *if_not_version, char **ret_buf, size_t *ret_len,
-                     char **ret_version, char **reterr)
+/* The version of the file as it is now ("" if there is none): from the stat shortcut, or
+ * by hashing it. */
+static int current_version(file_store *f, char ret[VERSION_LEN + 1], char **reterr)
 {
-    file_store *f = impl;
-    pthread_mutex_lock(&f->mutex);
-    int r = file_load_locked(f, if_not_version, ret_buf, ret_len, ret_version, reterr);
-    pthread_mutex_unlock(&f->mutex);
-    return r;
+    _cleanup_(chunk_freep) char *buf = NULL;
+    _cleanup_close_ int fd = -1;
+    bool sink_failed = false;
+    uint64_t size = 0;
+    struct stat st;
+
+    if (cache_hit(f, NULL, ret))
+        return 0;
+
+    int r = open_current(f, &fd, &st, reterr);
+    if (r < 0)
+        return r;
+    if (fd < 0) {
+        ret[0] = '\0';
+        return 0;
+    }
+    buf = malloc(CHUNK_SIZE);
+    if (!buf)
+        return -ENOMEM;
+    r = read_pass(fd, buf, NULL, ret, &size, &sink_failed);
+    if (r < 0)
+        return errors_fail(reterr, r, "file store %s: read: %m", f->path);
+    remember(f, fd, &st, ret, size);
+    return 0;
 }
 
-static int file_write_locked(file_store *f, const char *expected_version, const char *buf,
-                             size_t len, char **ret_version, char **reterr)
+/* Called with the store's flock held (store.c), so writers do not race each other. */
+static int file_write(void *impl, const char *expected_version, const char *buf, size_t len,
+                      char **ret_version, char **reterr)
 {
+    file_store *f = impl;
     char current[VERSION_LEN + 1], version[VERSION_LEN + 1];
     struct stat st;
     bool exists;
 
-    if (cache_matches(f))
-        memcpy(current, f->cache_version, sizeof(current));
-    else {
-        _cleanup_free_ char *old = NULL;
-        size_t old_len = 0;
-        int r = read_current(f, &old, &old_len, current, reterr);
-        if (r < 0)
-            return r;
-        if (old)
-            secret_wipe(old, old_len);
-    }
-
+    int r = current_version(f, current, reterr);
+    if (r < 0)
+        return r;
     if (strcmp(current, expected_version ? expected_version : "") != 0)
         return errors_fail(reterr, -ESTALE, "file store %s: changed since it was read", f->path);
 
@@ -464,29 +752,20 @@ static int file_write_locked(file_store *f, const char *expected_version, const 
     if (asprintf(&what, "file store %s", f->path) < 0)
         return -ENOMEM;
 
-    f->cached = false;
-    int r = write_atomic(f->path, f->tmp_path, f->dir_path, buf, len, mode, exists ? &st : NULL,
-                         what, reterr);
+    forget(f);
+    r = write_atomic(f->path, f->tmp_path, f->dir_path, buf, len, mode, exists ? &st : NULL, what,
+                     reterr);
     if (r < 0)
         return r;
 
+    version_of(buf, len, version);
+    remember_written(f, version, len);
     if (ret_version) {
-        version_of(buf, len, version);
         *ret_version = strdup(version);
         if (!*ret_version)
             return -ENOMEM;
     }
     return 0;
-}
-
-static int file_write(void *impl, const char *expected_version, const char *buf, size_t len,
-                      char **ret_version, char **reterr)
-{
-    file_store *f = impl;
-    pthread_mutex_lock(&f->mutex);
-    int r = file_write_locked(f, expected_version, buf, len, ret_version, reterr);
-    pthread_mutex_unlock(&f->mutex);
-    return r;
 }
 
 static int file_lock(void *impl, char **reterr)

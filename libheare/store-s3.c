@@ -3,7 +3,9 @@
  * with If-Match: <etag>, or If-None-Match: * for an object that does not exist yet, so a
  * write based on a stale read fails (412) instead of losing another host's change;
  * store.c's read-modify-write loop retries those. Requests are signed here (sigv4.c) and
- * sent by libcurl over one reused easy handle, so polls reuse the connection.
+ * sent by libcurl over one reused easy handle, so polls reuse the connection. A 200 GET's
+ * body goes straight from libcurl's write callback to the caller's sink; only other
+ * answers' bodies (S3's XML errors, bounded) are kept.
  *
  * Credentials are resolved at open (none found is an error then) and again before every
  * request: a rotated LoadCredential= file or credentials file takes effect on the next
@@ -25,7 +27,8 @@
 #include "sigv4.h"
 #include "store-backend.h"
 
-#define LOAD_MAX ((size_t)1 << 30)
+/* What is kept of an answer other than a 200 GET: its Code and Message are all we read. */
+#define ERROR_BODY_MAX ((size_t)64 << 10)
 #define CONNECT_TIMEOUT_MS 5000
 #define TIMEOUT_MS 20000
 #define MESSAGE_MAX 160
@@ -44,9 +47,13 @@ typedef struct s3_store {
 typedef struct response {
     long status;
     char *etag; /* as sent, quotes included */
-    char *body; /* NUL-terminated; wiped when freed (a v1 document holds secrets) */
+    char *body; /* NUL-terminated, at most ERROR_BODY_MAX; wiped when freed */
     size_t len, alloc;
-    bool too_big;
+    /* A GET's 200 body goes here instead, with one begin() before its first byte. */
+    CURL *curl;
+    const store_sink *sink;
+    bool begun, no_etag;
+    int sink_r; /* < 0: the sink failed with it, the transfer was cut */
 } response;
 
 static void response_done(response *resp)
@@ -132,32 +139,60 @@ fail:
 
 /* --- one request ------------------------------------------------------------------ */
 
+/* Starts the sink's document, once per answer. */
+static bool sink_begin(response *resp)
+{
+    if (!resp->begun) {
+        resp->begun = true;
+        int r = resp->sink->begin(resp->sink->userdata);
+        if (r < 0) {
+            resp->sink_r = r;
+            return false;
+        }
+    }
+    return true;
+}
+
 static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
 {
     response *resp = userdata;
     size_t n = size * nmemb;
 
-    if (n > LOAD_MAX - resp->len) {
-        resp->too_big = true;
-        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
-    }
-    if (resp->len + n + 1 > resp->alloc) {
-        size_t alloc = resp->alloc ? resp->alloc : 4096;
-        while (alloc < resp->len + n + 1)
-            alloc = alloc > LOAD_MAX / 2 ? LOAD_MAX + 1 : alloc * 2;
-        char *b = malloc(alloc);
-        if (!b)
-            return 0;
-        if (resp->body) {
-            memcpy(b, resp->body, resp->len);
-            secret_wipe(resp->body, resp->alloc);
-            free(resp->body);
+    if (resp->sink) {
+        /* The headers are all in by the first byte of the body. */
+        long status = 0;
+        curl_easy_getinfo(resp->curl, CURLINFO_RESPONSE_CODE, &status);
+        if (status == 200) {
+            if (!resp->begun && (!resp->etag || !*resp->etag)) {
+                /* Unusable without a version: stop now, say why after. */
+                resp->no_etag = true;
+                return n == 0 ? CURL_WRITEFUNC_ERROR : 0;
+            }
+            if (!sink_begin(resp))
+                return n == 0 ? CURL_WRITEFUNC_ERROR : 0; /* cuts the transfer */
+            if (n > 0) {
+                int r = resp->sink->data(resp->sink->userdata, data, n);
+                if (r < 0) {
+                    resp->sink_r = r;
+                    return 0;
+                }
+            }
+            return n;
         }
-        resp->body = b;
-        resp->alloc = alloc;
     }
-    memcpy(resp->body + resp->len, data, n);
-    resp->len += n;
+
+    /* An error answer: keep what fits, for its Code and Message. */
+    size_t keep = n < ERROR_BODY_MAX - resp->len ? n : ERROR_BODY_MAX - resp->len;
+    if (keep == 0)
+        return n;
+    if (!resp->body) {
+        resp->body = malloc(ERROR_BODY_MAX + 1);
+        if (!resp->body)
+            return n == 0 ? CURL_WRITEFUNC_ERROR : 0;
+        resp->alloc = ERROR_BODY_MAX + 1;
+    }
+    memcpy(resp->body + resp->len, data, keep);
+    resp->len += keep;
     resp->body[resp->len] = '\0';
     return n;
 }
@@ -246,8 +281,8 @@ static int add_header(struct curl_slist **list, const char *name, const char *va
 /* Sends one signed request. Returns 0 with *resp filled (any HTTP status), or -errno with
  * *reterr for a failure to get an answer at all. */
 static int s3_request(s3_store *s, const char *method, const char *body, size_t body_len,
-                      const char *if_match, const char *if_none_match, response *resp,
-                      char **reterr)
+                      const char *if_match, const char *if_none_match, const store_sink *sink,
+                      response *resp, char **reterr)
 {
     s3_credentials cred = {};
     struct curl_slist *list = NULL;
@@ -256,7 +291,7 @@ static int s3_request(s3_store *s, const char *method, const char *body, size_t 
     bool put = strcmp(method, "PUT") == 0;
     int r;
 
-    *resp = (response){};
+    *resp = (response){.curl = s->curl, .sink = sink};
     r = s3_credentials_load(&cred, reterr);
     if (r < 0)
         return r;
@@ -335,17 +370,25 @@ static int s3_request(s3_store *s, const char *method, const char *body, size_t 
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, NULL);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
-    if (cc != CURLE_OK) {
-        if (resp->too_big)
-            r = errors_fail(reterr, -EFBIG, "%s: %s: the object is larger than 1 GiB", s->where,
-                            method);
-        else
-            r = errors_fail(reterr, errno_for_curl(cc), "%s: %s %s: %s", s->where, method,
-                            s->t.url, errbuf[0] ? errbuf : curl_easy_strerror(cc));
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+    if (resp->sink_r < 0) {
+        /* The sink's own error, whatever became of the transfer it cut. */
+        r = resp->sink_r;
         response_done(resp);
         goto out;
     }
-    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &resp->status);
+    if (resp->no_etag) {
+        r = errors_fail(reterr, -EIO, "%s: %s failed: HTTP %ld (no ETag in the answer)",
+                        s->where, method, resp->status);
+        response_done(resp);
+        goto out;
+    }
+    if (cc != CURLE_OK) {
+        r = errors_fail(reterr, errno_for_curl(cc), "%s: %s %s: %s", s->where, method, s->t.url,
+                        errbuf[0] ? errbuf : curl_easy_strerror(cc));
+        response_done(resp);
+        goto out;
+    }
     r = 0;
 out:
     slist_free_wiped(list);
@@ -377,14 +420,14 @@ static int errno_for_status(long status)
     return -EIO;
 }
 
-static int s3_load_locked(s3_store *s, const char *if_not_version, char **ret_buf,
-                          size_t *ret_len, char **ret_version, char **reterr)
+static int s3_load_locked(s3_store *s, const char *if_not_version, const store_sink *sink,
+                          bool *ret_exists, char **ret_version, char **reterr)
 {
     response resp;
     char code[64];
     bool conditional = if_not_version && *if_not_version;
 
-    int r = s3_request(s, "GET", NULL, 0, NULL, conditional ? if_not_version : NULL, &resp,
+    int r = s3_request(s, "GET", NULL, 0, NULL, conditional ? if_not_version : NULL, sink, &resp,
                        reterr);
     if (r < 0)
         return r;
@@ -395,17 +438,12 @@ static int s3_load_locked(s3_store *s, const char *if_not_version, char **ret_bu
     else if (resp.status == 200) {
         if (!resp.etag || !*resp.etag)
             r = s3_fail(s, -EIO, "GET", &resp, "(no ETag in the answer)", reterr);
+        else if (!sink_begin(&resp)) /* an empty object: its begin() is still due */
+            r = resp.sink_r;
         else {
-            char *body = resp.body ? TAKE_PTR(resp.body) : strdup("");
-            if (!body)
-                r = -ENOMEM;
-            else {
-                *ret_buf = body;
-                *ret_len = resp.len;
-                *ret_version = TAKE_PTR(resp.etag);
-                resp.alloc = 0;
-                r = 0;
-            }
+            *ret_exists = true;
+            *ret_version = TAKE_PTR(resp.etag);
+            r = 0;
         }
     } else if (resp.status == 404 && strcmp(code, "NoSuchKey") == 0) {
         /* No object: an empty store (SPEC §4), as a missing file is. */
@@ -414,8 +452,7 @@ static int s3_load_locked(s3_store *s, const char *if_not_version, char **ret_bu
         else if (!(*ret_version = strdup("")))
             r = -ENOMEM;
         else {
-            *ret_buf = NULL;
-            *ret_len = 0;
+            *ret_exists = false;
             r = 0;
         }
     } else
@@ -425,12 +462,12 @@ static int s3_load_locked(s3_store *s, const char *if_not_version, char **ret_bu
     return r;
 }
 
-static int s3_load(void *impl, const char *if_not_version, char **ret_buf, size_t *ret_len,
-                   char **ret_version, char **reterr)
+static int s3_load(void *impl, const char *if_not_version, const store_sink *sink,
+                   bool *ret_exists, char **ret_version, char **reterr)
 {
     s3_store *s = impl;
     pthread_mutex_lock(&s->mutex);
-    int r = s3_load_locked(s, if_not_version, ret_buf, ret_len, ret_version, reterr);
+    int r = s3_load_locked(s, if_not_version, sink, ret_exists, ret_version, reterr);
     pthread_mutex_unlock(&s->mutex);
     return r;
 }
@@ -443,7 +480,7 @@ static int s3_write_locked(s3_store *s, const char *expected_version, const char
     bool exists = expected_version && *expected_version;
 
     int r = s3_request(s, "PUT", buf, len, exists ? expected_version : NULL, exists ? NULL : "*",
-                       &resp, reterr);
+                       NULL, &resp, reterr);
     if (r < 0)
         return r;
     xml_element(resp.body, "Code", code, sizeof(code));

@@ -26,6 +26,10 @@
 #define BACKOFF_FIRST_MS 10
 #define BACKOFF_MAX_MS 250
 
+/* store_load() keeps whole documents up to this size in memory. */
+#define LOAD_MAX ((size_t)1 << 30)
+#define LOAD_FIRST_ALLOC ((size_t)64 << 10)
+
 struct store {
     char *url;
     const store_backend *backend;
@@ -89,10 +93,109 @@ const char *store_url(const store *s)
     return s->url;
 }
 
+int store_load_stream(store *s, const char *if_not_version, const store_sink *sink,
+                      bool *ret_exists, char **ret_version, char **reterr)
+{
+    bool exists = false;
+
+    if (!sink || !sink->begin || !sink->data)
+        return errors_fail(reterr, -EINVAL, "%s: load: no sink", s->url);
+    int r = s->backend->load(s->impl, if_not_version, sink, &exists, ret_version, reterr);
+    if (r == 0 && ret_exists)
+        *ret_exists = exists;
+    return r;
+}
+
+/* The sink of store_load(): one growing buffer. Every buffer it lets go of is wiped: the
+ * document may be a version 1 file holding plaintext secrets. */
+typedef struct buffer_sink {
+    char *buf;
+    size_t len, alloc;
+    bool too_big;
+} buffer_sink;
+
+static void buffer_sink_done(buffer_sink *b)
+{
+    if (b->buf)
+        secret_wipe(b->buf, b->alloc);
+    free(b->buf);
+    *b = (buffer_sink){};
+}
+
+static int buffer_begin(void *userdata)
+{
+    buffer_sink *b = userdata;
+    if (b->buf)
+        secret_wipe(b->buf, b->len);
+    b->len = 0;
+    return 0;
+}
+
+static int buffer_data(void *userdata, const char *p, size_t n)
+{
+    buffer_sink *b = userdata;
+
+    if (n > LOAD_MAX - b->len) {
+        b->too_big = true;
+        return -EFBIG;
+    }
+    /* Room for the bytes and a NUL. */
+    if (b->len + n + 1 > b->alloc) {
+        size_t alloc = b->alloc ? b->alloc : LOAD_FIRST_ALLOC;
+        while (alloc < b->len + n + 1)
+            alloc = alloc > LOAD_MAX / 2 ? LOAD_MAX + 1 : alloc * 2;
+        char *nb = malloc(alloc);
+        if (!nb)
+            return -ENOMEM;
+        if (b->buf) {
+            memcpy(nb, b->buf, b->len);
+            secret_wipe(b->buf, b->alloc);
+            free(b->buf);
+        }
+        b->buf = nb;
+        b->alloc = alloc;
+    }
+    memcpy(b->buf + b->len, p, n);
+    b->len += n;
+    return 0;
+}
+
+/* store_load() on the backend, without the argument check. */
+static int load_buffer(store *s, const char *if_not_version, char **ret_buf, size_t *ret_len,
+                       char **ret_version, char **reterr)
+{
+    _cleanup_(buffer_sink_done) buffer_sink b = {};
+    store_sink sink = {.begin = buffer_begin, .data = buffer_data, .userdata = &b};
+    char *version = NULL;
+    bool exists = false;
+
+    int r = s->backend->load(s->impl, if_not_version, &sink, &exists, &version, reterr);
+    if (r == -EFBIG && b.too_big)
+        return errors_fail(reterr, r, "%s: the document is larger than 1 GiB", s->url);
+    if (r != 0)
+        return r;
+
+    if (exists && !b.buf) {
+        /* An empty document: still a buffer, as callers tell "none" by NULL. */
+        b.buf = malloc(1);
+        if (!b.buf) {
+            free(version);
+            return -ENOMEM;
+        }
+        b.alloc = 1;
+    }
+    if (b.buf)
+        b.buf[b.len] = '\0';
+    *ret_buf = exists ? TAKE_PTR(b.buf) : NULL;
+    *ret_len = exists ? b.len : 0;
+    *ret_version = version;
+    return 0;
+}
+
 int store_load(store *s, const char *if_not_version, char **ret_buf, size_t *ret_len,
                char **ret_version, char **reterr)
 {
-    return s->backend->load(s->impl, if_not_version, ret_buf, ret_len, ret_version, reterr);
+    return load_buffer(s, if_not_version, ret_buf, ret_len, ret_version, reterr);
 }
 
 static int lock(store *s, char **reterr)
@@ -143,7 +246,7 @@ static int update_once(store *s, store_mutator_t fn, void *userdata, json_t **re
     _cleanup_json_ json_t *doc = NULL;
     size_t len = 0, out_len = 0;
 
-    int r = s->backend->load(s->impl, NULL, &buf, &len, &version, reterr);
+    int r = load_buffer(s, NULL, &buf, &len, &version, reterr);
     if (r < 0)
         return r;
 

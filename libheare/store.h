@@ -41,10 +41,31 @@ static inline void store_freep(store **s)
 /* The URL it was opened with (borrowed). */
 const char *store_url(const store *s);
 
+/* Receives a document as it is read. begin() is called before the first byte of every
+ * attempt: an S3 GET that is retried starts over, and whatever data() got before is void.
+ * data() gets the bytes in order, in chunks of any size. A callback returning < 0 aborts
+ * the load, which returns that value (nothing else is touched: no *reterr, no version).
+ * The callbacks run with the store busy: they must not call back into the same store. */
+typedef struct store_sink {
+    int (*begin)(void *userdata);
+    int (*data)(void *userdata, const char *buf, size_t len);
+    void *userdata;
+} store_sink;
+
+/* store_load(), streaming: the same return values and version semantics (1 = unchanged,
+ * nothing sent to the sink). On 0, the sink got the whole document; *ret_exists (may be
+ * NULL) is false (and data() was never called) if there is no document. No size limit:
+ * the sink sets its own. The file backend reads through one fixed buffer, the S3 backend
+ * hands over what libcurl receives. */
+int store_load_stream(store *s, const char *if_not_version, const store_sink *sink,
+                      bool *ret_exists, char **ret_version, char **reterr);
+
 /* Loads the document. If if_not_version is non-NULL and the object is unchanged since that
- * version, returns 1 and sets nothing (the file backend decides by stat without reading;
- * S3 by If-None-Match: a 304, nothing transferred; "" and still no object is unchanged too). Otherwise returns 0 with *ret_buf and *ret_len (caller frees; NULL, 0
- * and version "" if the object does not exist) and *ret_version (caller frees). */
+ * version, returns 1 and sets nothing (the file backend decides by stat without reading
+ * when it can; S3 by If-None-Match: a 304, nothing transferred; "" and still no object is
+ * unchanged too). Otherwise returns 0 with *ret_buf (NUL-terminated) and *ret_len (caller
+ * frees; NULL, 0 and version "" if the object does not exist) and *ret_version (caller
+ * frees). A document over 1 GiB is -EFBIG. Built on store_load_stream(). */
 int store_load(store *s, const char *if_not_version, char **ret_buf, size_t *ret_len,
                char **ret_version, char **reterr);
 
@@ -65,9 +86,30 @@ typedef int (*store_mutator_t)(json_t *doc, void *userdata);
 int store_update(store *s, store_mutator_t fn, void *userdata, json_t **ret_doc,
                  char **ret_version, char **reterr);
 
+/* Writes a file atomically, in chunks: the bytes go to "<path>.tmp" (created with the
+ * given mode, exactly; truncated if left over from a crash) and only commit puts them at
+ * path, so path always holds either the old file or the whole new one. Two writers of the
+ * same path at once: the second gets -EBUSY. For the last-known-good cache. */
+typedef struct store_file_writer store_file_writer;
+/* Starts writing path atomically: a temporary file beside it with the given mode. Returns
+ * 0 with *ret, or -errno with *reterr (-ENOENT: the directory does not exist). */
+int store_file_writer_open(const char *path, unsigned mode, store_file_writer **ret,
+                           char **reterr);
+/* Appends buf[0..len). Returns 0 or -errno with *reterr; w stays open (abort it). */
+int store_file_writer_write(store_file_writer *w, const char *buf, size_t len, char **reterr);
+/* fsync, rename over path, fsync the directory; frees w in every case (on failure the
+ * temporary file is removed). Returns 0 or -errno with *reterr. */
+int store_file_writer_commit(store_file_writer *w, char **reterr);
+/* Removes the temporary file and frees w. NULL is fine. */
+void store_file_writer_abort(store_file_writer *w);
+static inline void store_file_writer_abortp(store_file_writer **w)
+{
+    store_file_writer_abort(*w);
+}
+
 /* Writes buf atomically to path with the given mode (tmp + fsync + rename + directory
- * fsync), creating nothing but the file. For the last-known-good cache. Returns 0 or
- * -errno with *reterr. */
+ * fsync), creating nothing but the file: one store_file_writer. Returns 0 or -errno with
+ * *reterr. */
 int store_write_file_atomic(const char *path, const char *buf, size_t len, unsigned mode,
                             char **reterr);
 

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -302,6 +303,338 @@ static void test_file_helpers(void)
     CHECK(asprintf(&nodir, "%s/nope/cache.json", dir) > 0);
     CHECK_INT(store_write_file_atomic(nodir, "x", 1, 0600, &err), -ENOENT);
     CHECK(check_contains(err, "does not exist"));
+    CHECK(unlink(path) == 0);
+}
+
+/* --- streaming loads and the chunked writer --------------------------------------- */
+
+/* A sink that keeps what it got, counts its calls, and fails on request: begin() with
+ * fail_begin, data() once it has got fail_after bytes. */
+typedef struct test_sink {
+    char *buf;
+    size_t len, alloc;
+    unsigned begins, datas;
+    int fail_begin;
+    size_t fail_after;
+    int fail_data;
+} test_sink;
+
+static int test_begin(void *userdata)
+{
+    test_sink *t = userdata;
+    t->begins++;
+    t->len = 0;
+    return t->fail_begin;
+}
+
+static int test_data(void *userdata, const char *p, size_t n)
+{
+    test_sink *t = userdata;
+    t->datas++;
+    CHECK(n > 0);
+    if (t->fail_data < 0 && t->len >= t->fail_after)
+        return t->fail_data;
+    if (t->len + n > t->alloc) {
+        t->alloc = (t->len + n) * 2;
+        t->buf = realloc(t->buf, t->alloc);
+        CHECK(t->buf);
+    }
+    memcpy(t->buf + t->len, p, n);
+    t->len += n;
+    return 0;
+}
+
+static store_sink sink_of(test_sink *t)
+{
+    return (store_sink){.begin = test_begin, .data = test_data, .userdata = t};
+}
+
+static void test_sink_reset(test_sink *t)
+{
+    free(t->buf);
+    *t = (test_sink){};
+}
+
+/* n bytes of a JSON-ish text that is not periodic in any chunk size. */
+static char *big_content(size_t n)
+{
+    char *c = malloc(n + 1);
+    CHECK(c);
+    uint32_t x = 2463534242u;
+    for (size_t i = 0; i < n; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        c[i] = "abcdefghijklmnopqrstuvwxyz0123456789\", :{}[]\n"[x % 46];
+    }
+    c[n] = '\0';
+    return c;
+}
+
+static void write_whole(const char *path, const char *content, size_t len)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    CHECK(fd >= 0);
+    for (size_t off = 0; off < len;) {
+        ssize_t k = write(fd, content + off, len - off);
+        CHECK(k > 0);
+        off += (size_t)k;
+    }
+    CHECK(close(fd) == 0);
+}
+
+static void test_stream_load(void)
+{
+    _cleanup_free_ char *path = path_in("stream.json");
+    _cleanup_(store_freep) store *s = NULL;
+    test_sink t = {};
+    store_sink sink = sink_of(&t);
+    char *version = (char *)"untouched", *err = NULL;
+    bool exists = true;
+
+    CHECK_INT(store_open(path, &s, NULL), 0);
+
+    /* Missing: no document, version "", not a single callback. */
+    CHECK_INT(store_load_stream(s, NULL, &sink, &exists, &version, &err), 0);
+    CHECK(!exists);
+    CHECK_STR(version, "");
+    version = mfree(version);
+    CHECK_INT(t.begins + t.datas, 0);
+    /* ...and "" is unchanged then; ret_exists may be NULL. */
+    CHECK_INT(store_load_stream(s, "", &sink, NULL, &version, &err), 1);
+    CHECK(version == NULL);
+    CHECK_INT(store_load_stream(s, "sha256:00", &sink, NULL, &version, &err), 0);
+    CHECK_STR(version, "");
+    version = mfree(version);
+    CHECK_INT(t.begins + t.datas, 0);
+
+    /* No sink, or half of one, is refused. */
+    store_sink half = {.begin = test_begin};
+    CHECK_INT(store_load_stream(s, NULL, NULL, NULL, &version, &err), -EINVAL);
+    err = mfree(err);
+    CHECK_INT(store_load_stream(s, NULL, &half, NULL, &version, &err), -EINVAL);
+    err = mfree(err);
+
+    /* Larger than the read buffer, and not a multiple of it: the chunks add up to the file
+     * in order, after one begin(), and the version is the hash of exactly those bytes. */
+    size_t n = (5u << 20) / 2 + 12345;
+    _cleanup_free_ char *content = big_content(n);
+    _cleanup_free_ char *want = sha256_version(content, n);
+    write_whole(path, content, n);
+    CHECK_INT(store_load_stream(s, NULL, &sink, &exists, &version, &err), 0);
+    CHECK(exists);
+    CHECK_INT(t.begins, 1);
+    CHECK(t.datas >= 3); /* 2.5 MiB through a 1 MiB buffer */
+    CHECK_INT(t.len, n);
+    CHECK(memcmp(t.buf, content, n) == 0);
+    CHECK_STR(version, want);
+    version = mfree(version);
+
+    /* Unchanged: 1, and the sink hears nothing. Just written, the stat is too fresh to
+     * trust, so this goes through the hashing pass. */
+    test_sink_reset(&t);
+    version = (char *)"untouched";
+    CHECK_INT(store_load_stream(s, want, &sink, &exists, &version, &err), 1);
+    CHECK_STR(version, "untouched");
+    CHECK_INT(t.begins + t.datas, 0);
+    /* A second store on the file (nothing cached): the same. */
+    {
+        _cleanup_(store_freep) store *s2 = NULL;
+        CHECK_INT(store_open(path, &s2, NULL), 0);
+        CHECK_INT(store_load_stream(s2, want, &sink, &exists, &version, &err), 1);
+        CHECK_INT(t.begins + t.datas, 0);
+    }
+
+    /* Changed, same size (so no shortcut by size): the new bytes and their version. */
+    content[n / 2] = content[n / 2] == 'a' ? 'b' : 'a';
+    _cleanup_free_ char *want2 = sha256_version(content, n);
+    write_whole(path, content, n);
+    version = NULL;
+    CHECK_INT(store_load_stream(s, want, &sink, &exists, &version, &err), 0);
+    CHECK(exists);
+    CHECK_INT(t.begins, 1);
+    CHECK_INT(t.len, n);
+    CHECK(memcmp(t.buf, content, n) == 0);
+    CHECK_STR(version, want2);
+    version = mfree(version);
+
+    /* Changed, another size (the shortcut by the known size): the same contract. */
+    test_sink_reset(&t);
+    write_whole(path, content, n - 1);
+    _cleanup_free_ char *want3 = sha256_version(content, n - 1);
+    CHECK_INT(store_load_stream(s, want2, &sink, &exists, &version, &err), 0);
+    CHECK_INT(t.begins, 1);
+    CHECK_INT(t.len, n - 1);
+    CHECK(memcmp(t.buf, content, n - 1) == 0);
+    CHECK_STR(version, want3);
+    version = mfree(version);
+
+    /* A sink error aborts at once with that very error, and nothing else is set. */
+    test_sink_reset(&t);
+    t.fail_data = -ENOTRECOVERABLE;
+    t.fail_after = 1; /* fails on the second chunk */
+    version = (char *)"untouched";
+    err = (char *)"untouched";
+    exists = true;
+    CHECK_INT(store_load_stream(s, NULL, &sink, &exists, &version, &err), -ENOTRECOVERABLE);
+    CHECK_INT(t.begins, 1);
+    CHECK_INT(t.datas, 2); /* no call after the one that failed */
+    CHECK_INT(t.len, 1u << 20);
+    CHECK_STR(version, "untouched");
+    CHECK_STR(err, "untouched");
+    CHECK(exists);
+    test_sink_reset(&t);
+    t.fail_begin = -ECANCELED;
+    CHECK_INT(store_load_stream(s, want2, &sink, &exists, &version, &err), -ECANCELED);
+    CHECK_INT(t.begins, 1);
+    CHECK_INT(t.datas, 0);
+    CHECK_STR(version, "untouched");
+    CHECK_STR(err, "untouched");
+    err = NULL;
+
+    /* The store still works after an aborted load. */
+    test_sink_reset(&t);
+    CHECK_INT(store_load_stream(s, NULL, &sink, &exists, &version, &err), 0);
+    CHECK_STR(version, want3);
+    CHECK_INT(t.len, n - 1);
+    version = mfree(version);
+
+    /* store_load() on the same: the whole file, NUL-terminated, same version. */
+    char *buf = NULL;
+    size_t len = 0;
+    CHECK_INT(store_load(s, NULL, &buf, &len, &version, &err), 0);
+    CHECK_INT(len, n - 1);
+    CHECK(memcmp(buf, content, n - 1) == 0);
+    CHECK_INT(buf[len], '\0');
+    CHECK_STR(version, want3);
+    free(buf);
+    version = mfree(version);
+
+    /* An empty file: one begin(), no data(), the version of no bytes. */
+    test_sink_reset(&t);
+    write_whole(path, "", 0);
+    _cleanup_free_ char *want0 = sha256_version("", 0);
+    CHECK_INT(store_load_stream(s, NULL, &sink, &exists, &version, &err), 0);
+    CHECK(exists);
+    CHECK_INT(t.begins, 1);
+    CHECK_INT(t.datas, 0);
+    CHECK_STR(version, want0);
+    version = mfree(version);
+    CHECK_INT(store_load(s, NULL, &buf, &len, &version, &err), 0);
+    CHECK(buf != NULL);
+    CHECK_INT(len, 0);
+    CHECK_STR(buf, "");
+    free(buf);
+    version = mfree(version);
+
+    test_sink_reset(&t);
+    CHECK(err == NULL);
+    CHECK(unlink(path) == 0);
+}
+
+static bool exists_path(const char *path)
+{
+    return access(path, F_OK) == 0;
+}
+
+static void test_file_writer(void)
+{
+    _cleanup_free_ char *path = path_in("writer.json"), *tmp = NULL, *nodir = NULL;
+    _cleanup_free_ char *err = NULL;
+    store_file_writer *w = NULL, *w2 = NULL;
+
+    CHECK(asprintf(&tmp, "%s.tmp", path) > 0);
+    umask(022);
+    write_whole(path, "old", 3);
+
+    /* Written in chunks; path keeps the old file until the commit. */
+    size_t n = (3u << 20) + 7;
+    _cleanup_free_ char *content = big_content(n);
+    CHECK_INT(store_file_writer_open(path, 0640, &w, &err), 0);
+    CHECK(exists_path(tmp));
+    CHECK_INT(mode_of(tmp), 0640);
+    for (size_t off = 0; off < n; off += 65536) {
+        size_t k = n - off < 65536 ? n - off : 65536;
+        CHECK_INT(store_file_writer_write(w, content + off, k, &err), 0);
+    }
+    _cleanup_free_ char *still = slurp(path);
+    CHECK_STR(still, "old");
+
+    /* A second writer of the same path while the first is at it: refused, and the
+     * first one's file is left alone. */
+    CHECK_INT(store_file_writer_open(path, 0600, &w2, &err), -EBUSY);
+    CHECK(check_contains(err, "another writer"));
+    err = mfree(err);
+    struct stat st;
+    CHECK_INT(stat(tmp, &st), 0);
+    CHECK_INT(st.st_size, n);
+
+    CHECK_INT(store_file_writer_commit(w, &err), 0);
+    CHECK(!exists_path(tmp));
+    CHECK_INT(mode_of(path), 0640);
+    char *buf = NULL;
+    size_t len = 0;
+    CHECK_INT(store_read_file(path, n, &buf, &len), 0);
+    CHECK_INT(len, n);
+    CHECK(memcmp(buf, content, n) == 0);
+    free(buf);
+
+    /* Abort: no tmp file left, path untouched. */
+    CHECK_INT(store_file_writer_open(path, 0600, &w, &err), 0);
+    CHECK_INT(store_file_writer_write(w, "new", 3, &err), 0);
+    store_file_writer_abort(w);
+    store_file_writer_abort(NULL);
+    CHECK(!exists_path(tmp));
+    CHECK_INT(stat(path, &st), 0);
+    CHECK_INT(st.st_size, n);
+
+    /* A writer that dies mid-write (a crash): path still holds the whole old file; the
+     * next writer starts afresh on the leftover tmp file. */
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        store_file_writer *cw = NULL;
+        if (store_file_writer_open(path, 0600, &cw, NULL) < 0 ||
+            store_file_writer_write(cw, "partial", 7, NULL) < 0)
+            _exit(1);
+        _exit(0); /* no commit, no abort */
+    }
+    int status;
+    CHECK(waitpid(pid, &status, 0) == pid);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(exists_path(tmp));
+    CHECK_INT(stat(path, &st), 0);
+    CHECK_INT(st.st_size, n);
+    CHECK_INT(store_file_writer_open(path, 0600, &w, &err), 0);
+    CHECK_INT(store_file_writer_write(w, "{}", 2, &err), 0);
+    CHECK_INT(store_file_writer_commit(w, &err), 0);
+    _cleanup_free_ char *now = slurp(path);
+    CHECK_STR(now, "{}");
+    CHECK_INT(mode_of(path), 0600);
+    CHECK(!exists_path(tmp));
+
+    /* Nothing written at all: an empty file. */
+    CHECK_INT(store_file_writer_open(path, 0600, &w, &err), 0);
+    CHECK_INT(store_file_writer_commit(w, &err), 0);
+    CHECK_INT(stat(path, &st), 0);
+    CHECK_INT(st.st_size, 0);
+
+    /* Bad paths, with the errors of store_write_file_atomic. */
+    CHECK(asprintf(&nodir, "%s/nope/cache.json", dir) > 0);
+    CHECK_INT(store_file_writer_open(nodir, 0600, &w, &err), -ENOENT);
+    CHECK(check_contains(err, "does not exist"));
+    err = mfree(err);
+    CHECK_INT(store_file_writer_open("", 0600, &w, &err), -EINVAL);
+    err = mfree(err);
+    CHECK_INT(store_file_writer_open(dir, 0600, &w, &err), -EISDIR);
+    err = mfree(err);
+    /* A FIFO where the tmp file goes neither hangs nor is written to. */
+    CHECK(mkfifo(tmp, 0600) == 0);
+    CHECK_INT(store_file_writer_open(path, 0600, &w, &err), -EINVAL);
+    CHECK(check_contains(err, "not a regular file"));
+    err = mfree(err);
+    CHECK(unlink(tmp) == 0);
+
     CHECK(unlink(path) == 0);
 }
 
@@ -621,6 +954,8 @@ int main(void)
     test_versions();
     test_load_errors();
     test_file_helpers();
+    test_stream_load();
+    test_file_writer();
     test_update();
     test_update_corrupt();
     test_lock_wait();

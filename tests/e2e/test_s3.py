@@ -2,6 +2,7 @@
 @20minutes/s3rver behind tests/s3/front.js (anonymous requests refused, conditional
 PutObject as S3 does it, requests counted). Propagation between daemons, concurrent
 writers, the last-known-good cache, corrupt objects, wrong credentials, 304 polls."""
+import hashlib
 import json
 import os
 import select
@@ -421,3 +422,98 @@ def test_compat_environment(make_daemon, front):
     assert h["status"] == "healthy", h
     key, secret = d.create("compat")
     assert [k["id"] for k in front.doc("compat/keys.json")["keys"]] == [key["id"]]
+
+
+# ---- streaming reads (store_load_stream) -----------------------------------------------
+
+STORE_PROBE = os.environ.get("HEARE_STORE_PROBE", "")
+
+
+def probe(front, obj, *args, timeout=120):
+    """tests/store-probe.c: one streaming load of s3://heare/OBJ through a counting,
+    hashing sink; its JSON report."""
+    assert STORE_PROBE and os.access(STORE_PROBE, os.X_OK), \
+        "HEARE_STORE_PROBE is not set to the built tests/store-probe"
+    res = subprocess.run([STORE_PROBE, f"s3://{BUCKET}/{obj}", "--endpoint", front.endpoint,
+                          *args], env=cli_env(front.endpoint), capture_output=True, text=True,
+                         timeout=timeout)
+    assert res.returncode == 0, res
+    return json.loads(res.stdout)
+
+
+def big_bytes(n):
+    """n bytes that repeat with no period a chunk size could hide."""
+    out = bytearray()
+    counter = 0
+    while len(out) < n:
+        out += hashlib.sha256(counter.to_bytes(8, "big")).hexdigest().encode()
+        counter += 1
+    return bytes(out[:n])
+
+
+def raw_put_bytes(front, obj, data):
+    status, body = front._req("PUT", f"http://127.0.0.1:{front.backend_port}/{BUCKET}/{obj}",
+                              data)
+    assert status == 200, (status, body)
+
+
+def test_large_object_streams_to_the_sink_in_chunks(front):
+    data = big_bytes(6 * 1024 * 1024 + 4321)
+    raw_put_bytes(front, "big.bin", data)
+    front.reset_stats()
+
+    p = probe(front, "big.bin")
+    assert p["r"] == 0 and p["exists"], p
+    assert p["begins"] == 1, p
+    assert p["datas"] > 1, p  # really in pieces, as libcurl received them
+    assert p["bytes"] == len(data), p
+    assert p["sha256"] == hashlib.sha256(data).hexdigest(), p
+    assert p["version"] == '"' + hashlib.md5(data).hexdigest() + '"', p  # s3rver's ETag
+
+    # Unchanged: a 304, and the sink hears nothing.
+    q = probe(front, "big.bin", "--if-not-version", p["version"])
+    assert q["r"] == 1 and q["begins"] == 0 and q["datas"] == 0, q
+    assert front.stats()["by"] == {"GET 200": 1, "GET 304": 1}, front.stats()
+
+    # No object: exists false, no callbacks.
+    m = probe(front, "no-such.json")
+    assert m["r"] == 0 and not m["exists"] and m["version"] == "", m
+    assert m["begins"] == 0 and m["datas"] == 0, m
+
+
+def test_sink_error_stops_the_transfer(front):
+    data = big_bytes(32 * 1024 * 1024)
+    raw_put_bytes(front, "huge.bin", data)
+    front.reset_stats()
+
+    p = probe(front, "huge.bin", "--abort-after", "1", "--again")
+    print(f"aborted load: {p['ms']} ms, {p['bytes']} bytes; whole load: {p['again']['ms']} ms")
+    # The sink's own error (-ECANCELED), not a transport error, and no message of the
+    # store's: the sink knows why.
+    assert p["r"] == -125, p
+    assert "error" not in p and p["version"] is None, p
+    assert p["begins"] == 1, p
+    assert p["datas"] == 2 and p["datas_after_error"] == 0, p  # nothing after the error
+    assert 0 < p["bytes"] < 1024 * 1024, p
+    # One GET, not retried; the store is still usable and the next load is whole.
+    again = p["again"]
+    assert again["r"] == 0 and again["bytes"] == len(data), again
+    assert again["sha256"] == hashlib.sha256(data).hexdigest(), again
+    assert front.stats()["by"] == {"GET 200": 2}, front.stats()
+
+
+def test_large_document_through_the_cli_and_the_daemon(make_daemon, front):
+    """A several-MiB keys.json (20,000 keys) read by store_load's sink: whole, parsed."""
+    entries = [v2_key(f"k{i}")[0] for i in range(20000)]
+    text = json.dumps(doc_with(*entries))
+    assert len(text) > 5 * 1024 * 1024, len(text)
+    front.raw_put("keys.json", text)
+
+    res = run_cli([HEARE_AUTH, "--store", f"s3://{BUCKET}/keys.json", "--json", "health"],
+                  env=cli_env(front.endpoint))
+    assert res.returncode == 0, res
+    assert json.loads(res.stdout)["keys_loaded"] == 20000
+
+    d = s3_daemon(make_daemon, front.endpoint)
+    h = d.health()
+    assert h["status"] == "healthy" and h["keys_loaded"] == 20000, h
