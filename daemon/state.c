@@ -261,14 +261,14 @@ static void free_reclaimed(void)
  * nobody waits for it. Only the newest document matters, so a newer one replaces a copy
  * still pending. Store thread (and state_init/state_finish, before and after it). */
 static json_t *g_cache_pending;
-static char *g_cache_pending_buf;
-static size_t g_cache_pending_len;
+/* A streamed document's bytes, written as they came, waiting for their commit. */
+static store_file_writer *g_cache_pending_file;
 
 static void drop_pending_cache(void)
 {
     json_decref(g_cache_pending);
     g_cache_pending = NULL;
-    g_cache_pending_buf = mfree(g_cache_pending_buf);
+    store_file_writer_abort(TAKE_PTR(g_cache_pending_file));
 }
 
 static void write_cache(const json_t *doc)
@@ -277,26 +277,22 @@ static void write_cache(const json_t *doc)
     g_cache_pending = json_incref((json_t *)doc);
 }
 
-/* The same for the bytes of a version-2 document (taken). */
-static void write_cache_bytes(char *buf, size_t len)
-{
-    drop_pending_cache();
-    g_cache_pending_buf = buf;
-    g_cache_pending_len = len;
-}
-
 static void flush_cache(void)
 {
     _cleanup_json_ json_t *doc = TAKE_PTR(g_cache_pending);
-    _cleanup_free_ char *buf = TAKE_PTR(g_cache_pending_buf), *err = NULL;
-    size_t len = g_cache_pending_len;
-    int r = 0;
-    if ((!doc && !buf) || !g_conf->cache || !g_conf->cache[0])
+    _cleanup_free_ char *buf = NULL, *err = NULL;
+    store_file_writer *file = TAKE_PTR(g_cache_pending_file);
+    size_t len;
+    int r;
+    if (file)
+        r = store_file_writer_commit(file, &err);
+    else if (!doc || !g_conf->cache || !g_conf->cache[0])
         return;
-    if (doc)
+    else {
         r = keydoc_dump(doc, &buf, &len);
-    if (r >= 0)
-        r = store_write_file_atomic(g_conf->cache, buf, len, 0600, &err);
+        if (r >= 0)
+            r = store_write_file_atomic(g_conf->cache, buf, len, 0600, &err);
+    }
     if (r < 0)
         log_warning("could not write the last-known-good cache %s: %s", g_conf->cache,
                     err ? err : strerror(-r));
@@ -359,6 +355,90 @@ static int load_fast(const char *buf, size_t len, keystore **ret)
     return r;
 }
 
+/* A store read fed to keyload as it arrives, and to the cache file once the document has
+ * shown itself a version-2 one (a version-1 file's plaintext secrets never reach the
+ * cache). Bytes that come before that are held, up to HOLD_MAX. */
+#define HOLD_MAX (1024 * 1024)
+
+typedef struct load_sink {
+    keyload *l;
+    bool gave_up;               /* keyload gave up: the document is left to keydoc_parse() */
+    bool cache;                 /* write the cache file (there is one, and no error yet) */
+    store_file_writer *file;
+    char *held;
+    size_t held_len;
+} load_sink;
+
+static void load_sink_done(load_sink *s)
+{
+    keyload_free(s->l);
+    store_file_writer_abort(s->file);
+    /* What was held may be a version-1 document's plaintext. */
+    secret_wipe(s->held, s->held_len);
+    free(s->held);
+    *s = (load_sink){0};
+}
+
+static int sink_begin(void *userdata)
+{
+    load_sink *s = userdata;
+    keyload_free(s->l);
+    s->l = NULL;
+    store_file_writer_abort(TAKE_PTR(s->file));
+    secret_wipe(s->held, s->held_len);
+    s->held_len = 0;
+    s->gave_up = false;
+    return keyload_new(g_generation + 1, &s->l);
+}
+
+/* The cache file failed: the load goes on without it. */
+static void sink_no_cache(load_sink *s, int r, const char *err)
+{
+    log_warning("could not write the last-known-good cache %s: %s", g_conf->cache,
+                err ? err : strerror(-r));
+    store_file_writer_abort(TAKE_PTR(s->file));
+    s->cache = false;
+}
+
+static int sink_data(void *userdata, const char *buf, size_t len)
+{
+    load_sink *s = userdata;
+    int r = keyload_feed(s->l, buf, len);
+    if (r == -EBADMSG)
+        s->gave_up = true;
+    if (r < 0 || !s->cache)
+        return r;
+    if (!keyload_is_v2(s->l)) {
+        if (s->held_len + len > HOLD_MAX) {
+            s->gave_up = true; /* an odd document: the tree path reads it again */
+            return -EBADMSG;
+        }
+        char *h = realloc(s->held, s->held_len + len);
+        if (!h)
+            return -ENOMEM;
+        memcpy(h + s->held_len, buf, len);
+        s->held = h;
+        s->held_len += len;
+        return 0;
+    }
+    _cleanup_free_ char *err = NULL;
+    if (!s->file) {
+        /* A newer document supersedes a copy still waiting, and takes its temporary file. */
+        drop_pending_cache();
+        r = store_file_writer_open(g_conf->cache, 0600, &s->file, &err);
+        if (r >= 0 && s->held_len > 0)
+            r = store_file_writer_write(s->file, s->held, s->held_len, &err);
+        s->held = mfree(s->held);
+        s->held_len = 0;
+    } else
+        r = 0;
+    if (r >= 0)
+        r = store_file_writer_write(s->file, buf, len, &err);
+    if (r < 0)
+        sink_no_cache(s, r, err);
+    return 0;
+}
+
 /* Reads the store; on a changed document installs it. force: ignore the version we have.
  * Returns 1 if a new keystore was installed, 0 if unchanged, -errno on failure (recorded
  * in health and logged). */
@@ -370,8 +450,24 @@ static int reload(bool force, snapshot **ret_old)
     bool was_v1 = false;
 
     *ret_old = NULL;
-    int r = store_load(g_store, force || g_from_cache ? NULL : g_version, &buf, &len, &version,
-                       &err);
+    const char *if_not = force || g_from_cache ? NULL : g_version;
+    _cleanup_(load_sink_done) load_sink sink = {.cache = g_conf->cache && g_conf->cache[0]};
+    bool exists = false;
+    keystore *ks = NULL;
+    int r = store_load_stream(g_store, if_not,
+                              &(store_sink){.begin = sink_begin, .data = sink_data, .userdata = &sink},
+                              &exists, &version, &err);
+    if (r == 0 && exists) {
+        r = keyload_finish(sink.l, &ks);
+        if (r == -EBADMSG)
+            sink.gave_up = true;
+    }
+    if (sink.gave_up) {
+        /* Not for the fast path: read it again, whole, for keydoc_parse(). */
+        version = mfree(version);
+        err = mfree(err);
+        r = store_load(g_store, NULL, &buf, &len, &version, &err);
+    }
     metrics_count_store_read(r == 1 ? METRICS_READ_UNCHANGED : r < 0 ? METRICS_READ_ERROR
                                                                   : METRICS_READ_CHANGED);
     if (r == 1) {
@@ -387,16 +483,16 @@ static int reload(bool force, snapshot **ret_old)
     }
     if (r < 0)
         return load_failed(r, NULL, err);
-    keystore *ks = NULL;
-    r = buf ? load_fast(buf, len, &ks) : -EBADMSG;
-    if (r == -ENOMEM)
-        return r;
     if (ks) {
+        store_file_writer *file = TAKE_PTR(sink.file);
         r = install_keystore(ks, false, NULL, ret_old);
-        if (r < 0)
+        if (r < 0) {
+            store_file_writer_abort(file);
             return r;
-        /* A document the fast path takes is a version-2 one: its bytes can be cached. */
-        write_cache_bytes(TAKE_PTR(buf), len);
+        }
+        /* Its bytes are in the cache's temporary file already: committed after the answer. */
+        drop_pending_cache();
+        g_cache_pending_file = file;
     } else if (!buf) {
         doc = keydoc_new();
         if (!doc)
