@@ -297,10 +297,8 @@ static int writer_open_tmp(store_file_writer *w, mode_t mode, char **reterr)
     for (unsigned attempt = 1;; attempt++) {
         struct stat fst, lst;
 
-        _cleanup_close_ int fd = open(w->tmp_path,
-                                      O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW |
-                                          O_NONBLOCK,
-                                      mode);
+        _cleanup_close_ int fd = open(
+            w->tmp_path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOCTTY | O_NOFOLLOW | O_NONBLOCK, mode);
         if (fd < 0) {
             int r = negative_errno();
             if (r == -ENOENT)
@@ -320,11 +318,9 @@ static int writer_open_tmp(store_file_writer *w, mode_t mode, char **reterr)
             if (errno == EWOULDBLOCK)
                 return errors_fail(reterr, -EBUSY, "%s: another writer is writing %s", w->what,
                                    w->tmp_path);
-            return errors_fail(reterr, negative_errno(), "%s: lock %s: %m", w->what,
-                               w->tmp_path);
+            return errors_fail(reterr, negative_errno(), "%s: lock %s: %m", w->what, w->tmp_path);
         }
-        if (lstat(w->tmp_path, &lst) == 0 && lst.st_dev == fst.st_dev &&
-            lst.st_ino == fst.st_ino) {
+        if (lstat(w->tmp_path, &lst) == 0 && lst.st_dev == fst.st_dev && lst.st_ino == fst.st_ino) {
             w->fd = TAKE_FD(fd);
             return 0;
         }
@@ -404,8 +400,7 @@ int store_file_writer_write(store_file_writer *w, const char *buf, size_t len, c
         if (k < 0) {
             if (errno == EINTR)
                 continue;
-            return errors_fail(reterr, negative_errno(), "%s: write %s: %m", w->what,
-                               w->tmp_path);
+            return errors_fail(reterr, negative_errno(), "%s: write %s: %m", w->what, w->tmp_path);
         }
         off += (size_t)k;
     }

@@ -378,8 +378,8 @@ static int s3_request(s3_store *s, const char *method, const char *body, size_t 
         goto out;
     }
     if (resp->no_etag) {
-        r = errors_fail(reterr, -EIO, "%s: %s failed: HTTP %ld (no ETag in the answer)",
-                        s->where, method, resp->status);
+        r = errors_fail(reterr, -EIO, "%s: %s failed: HTTP %ld (no ETag in the answer)", s->where,
+                        method, resp->status);
         response_done(resp);
         goto out;
     }

@@ -93,8 +93,7 @@ int store_update(store *s, store_mutator_t fn, void *userdata, json_t **ret_doc,
 typedef struct store_file_writer store_file_writer;
 /* Starts writing path atomically: a temporary file beside it with the given mode. Returns
  * 0 with *ret, or -errno with *reterr (-ENOENT: the directory does not exist). */
-int store_file_writer_open(const char *path, unsigned mode, store_file_writer **ret,
-                           char **reterr);
+int store_file_writer_open(const char *path, unsigned mode, store_file_writer **ret, char **reterr);
 /* Appends buf[0..len). Returns 0 or -errno with *reterr; w stays open (abort it). */
 int store_file_writer_write(store_file_writer *w, const char *buf, size_t len, char **reterr);
 /* fsync, rename over path, fsync the directory; frees w in every case (on failure the

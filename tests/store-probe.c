@@ -72,11 +72,11 @@ static json_t *probe(store *s, const char *if_not_version, long long abort_after
             snprintf(hex + 2 * i, 3, "%02x", d[i]);
     EVP_MD_CTX_free(p.md);
 
-    json_t *o = json_pack("{s:i, s:s?, s:b, s:s?, s:i, s:i, s:i, s:I, s:s, s:I}", "r", r,
-                          "errno", r < 0 ? strerror(-r) : NULL, "exists", exists, "version",
-                          version, "begins", (int)p.begins, "datas", (int)p.datas,
-                          "datas_after_error", (int)p.datas_after_error, "bytes",
-                          (json_int_t)p.bytes, "sha256", hex, "ms", (json_int_t)ms);
+    json_t *o = json_pack("{s:i, s:s?, s:b, s:s?, s:i, s:i, s:i, s:I, s:s, s:I}", "r", r, "errno",
+                          r < 0 ? strerror(-r) : NULL, "exists", exists, "version", version,
+                          "begins", (int)p.begins, "datas", (int)p.datas, "datas_after_error",
+                          (int)p.datas_after_error, "bytes", (json_int_t)p.bytes, "sha256", hex,
+                          "ms", (json_int_t)ms);
     if (o && err)
         json_object_set_new(o, "error", json_string(err));
     free(version);
