@@ -356,3 +356,86 @@ def test_daemon_and_cli_writers_do_not_lose_keys(make_daemon):
     assert names == sorted([f"cli-{i}" for i in range(10)] + [f"daemon-{i}" for i in range(10)])
     ok(d.call("io.heare.AuthAdmin.Refresh", {}))
     assert len(d.list_keys()) == 20
+
+
+# ---- the streaming load (libheare/keyload.c) and its fallback to the tree path ----------
+
+def cache_settled(d):
+    """The cache file exists and no temporary file of it is left."""
+    return os.path.exists(d.cache_path) and not os.path.exists(d.cache_path + ".tmp")
+
+
+def test_streamed_store_is_cached_byte_for_byte(make_daemon, tmpdir_e2e):
+    k1, s1 = v2_key("streamed-1", metadata={"team": "a", "n": [1, 2.5, None]},
+                    x_unknown={"kept": True})
+    k2, s2 = v2_key("streamed-2", scopes=["a.*", "b"],
+                    rate_limit={"per_second": 5, "burst": 9})
+    # odd spacing and member order: the cache is the store's bytes, not a re-rendering
+    text = '{ "version" : 2 ,\n"x_top": [ {"a": "\\u00e9"} ],\n "keys": [ %s,%s ] }\n' % (
+        json.dumps(k1, indent=3), json.dumps(k2, separators=(",", ":")))
+    write_json_atomic(os.path.join(tmpdir_e2e, "keys.json"), text)
+    d = make_daemon(tmpdir=tmpdir_e2e)
+    d.watch(s1)
+    d.watch(s2)
+    assert d.verify(s1)["code"] == "VALID"
+    p = d.verify(s2, scope="a.read")
+    assert p["code"] == "VALID" and p["scopes"] == ["a.*", "b"], p
+    wait_for(lambda: cache_settled(d), 5, what="the cache file")
+    with open(d.cache_path) as f:
+        assert f.read() == text
+    assert stat.S_IMODE(os.stat(d.cache_path).st_mode) == 0o600
+    got = ok(d.call("io.heare.AuthAdmin.GetKey", {"id": k2["id"]}))["key"]
+    assert got["rate_limit"] == {"per_second": 5, "burst": 9}, got
+    assert got["scopes"] == ["a.*", "b"] and got["created_at"] == k2["created_at"], got
+
+
+def test_v1_store_never_puts_plaintext_in_the_cache(make_daemon):
+    doc = v1_sample()
+    seed = doc["keys"][0]
+    d = make_daemon(store_doc=doc)
+    d.watch(seed["secret"])
+    assert d.verify(seed["secret"])["code"] == "VALID"
+    wait_for(lambda: cache_settled(d), 5, what="the cache file")
+    with open(d.cache_path) as f:
+        text = f.read()
+    assert seed["secret"] not in text and "sec_" not in text
+    assert json.loads(text)["version"] == 2
+
+
+def test_keys_before_version_load_through_the_tree_path(make_daemon, tmpdir_e2e):
+    k, s = v2_key("keys-first")
+    text = json.dumps({"keys": [k], "version": 2})
+    write_json_atomic(os.path.join(tmpdir_e2e, "keys.json"), text)
+    d = make_daemon(tmpdir=tmpdir_e2e)
+    d.watch(s)
+    assert d.verify(s)["code"] == "VALID"
+    assert d.health()["status"] == "healthy"
+    wait_for(lambda: cache_settled(d), 5, what="the cache file")
+    with open(d.cache_path) as f:
+        assert json.load(f)["keys"] == [k]
+
+
+def test_many_keys_and_a_bad_one_deep_inside(make_daemon):
+    keys, secrets = [], []
+    for i in range(3000):
+        k, s = v2_key(f"bulk-{i}", metadata={"i": i})
+        keys.append(k)
+        secrets.append(s)
+    d = make_daemon(store_doc={"version": 2, "keys": keys})
+    for s in secrets[::500]:
+        d.watch(s)
+    assert d.health()["keys_loaded"] == 3000
+    for i in range(0, 3000, 500):
+        p = d.verify(secrets[i])
+        assert p["code"] == "VALID" and p["metadata"] == {"i": i}, p
+
+    # one bad digest near the end: the whole document is refused, naming that key
+    bad = copy.deepcopy(keys)
+    bad[2700]["secrets"][0]["sha256"] = "ABC"
+    write_json_atomic(d.store_path, {"version": 2, "keys": bad})
+    h = wait_for(lambda: (lambda h: h if h["status"] == "degraded" else None)(d.health()), 10,
+                 what="degraded after a bad key")
+    assert f"keys[2700] ({keys[2700]['id']})" in h["last_error"], h
+    assert "sha256" in h["last_error"], h
+    assert h["keys_loaded"] == 3000
+    assert d.verify(secrets[0])["code"] == "VALID"
