@@ -342,19 +342,6 @@ static int install(json_t *doc, bool from_cache, const char *why, snapshot **ret
     return install_keystore(ks, from_cache, why, ret_old);
 }
 
-/* The fast way to a keystore (keyload.h): straight from the bytes, no tree. Returns 0 with
- * *ret, -EBADMSG if the document is left to keydoc_parse(), or -ENOMEM. */
-static int load_fast(const char *buf, size_t len, keystore **ret)
-{
-    _cleanup_(keyload_freep) keyload *l = NULL;
-    int r = keyload_new(g_generation + 1, &l);
-    if (r >= 0)
-        r = keyload_feed(l, buf, len);
-    if (r >= 0)
-        r = keyload_finish(l, ret);
-    return r;
-}
-
 /* A store read fed to keyload as it arrives, and to the cache file once the document has
  * shown itself a version-2 one (a version-1 file's plaintext secrets never reach the
  * cache). Bytes that come before that are held, up to HOLD_MAX. */
@@ -518,35 +505,66 @@ static int reload(bool force, snapshot **ret_old)
     return 1;
 }
 
+/* Streams the cache file into keyload, as a file store would: a big cache costs no more
+ * memory than the store. Returns 0 with *ret, -EBADMSG if it is left to the tree path, or
+ * another -errno with *reterr. */
+static int stream_cache(keystore **ret, char **reterr)
+{
+    _cleanup_free_ char *path = NULL, *version = NULL;
+    _cleanup_(store_freep) store *cache = NULL;
+    _cleanup_(load_sink_done) load_sink sink = {0}; /* no copy of the copy */
+    bool exists = false;
+
+    path = g_conf->cache[0] == '/' ? strdup(g_conf->cache) : realpath(g_conf->cache, NULL);
+    if (!path)
+        return -errno;
+    int r = store_open(path, &cache, reterr);
+    if (r < 0)
+        return r;
+    r = store_load_stream(cache, NULL,
+                          &(store_sink){.begin = sink_begin, .data = sink_data, .userdata = &sink},
+                          &exists, &version, reterr);
+    if (sink.gave_up)
+        return -EBADMSG;
+    if (r < 0)
+        return r;
+    if (!exists)
+        return -ENOENT;
+    return keyload_finish(sink.l, ret);
+}
+
 static int load_cache(const char *store_error, snapshot **ret_old)
 {
     _cleanup_free_ char *buf = NULL, *err = NULL, *why = NULL;
     _cleanup_json_ json_t *doc = NULL;
+    keystore *ks = NULL;
     size_t len;
 
     if (!g_conf->cache || !g_conf->cache[0])
         return -ENOENT;
-    int r = store_read_file(g_conf->cache, (size_t)1 << 30, &buf, &len);
-    if (r < 0) {
-        log_warning("last-known-good cache %s unusable: %s", g_conf->cache, strerror(-r));
-        return r;
-    }
-    if (asprintf(&why, "serving from cache %s: %s", g_conf->cache, store_error) < 0)
-        return -ENOMEM;
-    keystore *ks = NULL;
-    r = load_fast(buf, len, &ks);
-    if (r == -ENOMEM)
-        return r;
-    if (ks)
-        r = install_keystore(ks, true, why, ret_old);
-    else {
-        r = keydoc_parse(buf, len, &doc, NULL, &err);
-        if (r < 0) {
-            log_warning("last-known-good cache %s rejected: %s", g_conf->cache, err ? err : "");
-            return r;
+    int r = stream_cache(&ks, &err);
+    if (r == -EBADMSG) {
+        err = mfree(err);
+        r = store_read_file(g_conf->cache, (size_t)1 << 30, &buf, &len);
+        if (r >= 0) {
+            r = keydoc_parse(buf, len, &doc, NULL, &err);
+            if (r < 0) {
+                log_warning("last-known-good cache %s rejected: %s", g_conf->cache,
+                            err ? err : "");
+                return r;
+            }
         }
-        r = install(doc, true, why, ret_old);
     }
+    if (r < 0) {
+        log_warning("last-known-good cache %s unusable: %s", g_conf->cache,
+                    err ? err : strerror(-r));
+        return r;
+    }
+    if (asprintf(&why, "serving from cache %s: %s", g_conf->cache, store_error) < 0) {
+        keystore_free(ks);
+        return -ENOMEM;
+    }
+    r = ks ? install_keystore(ks, true, why, ret_old) : install(doc, true, why, ret_old);
     if (r < 0)
         return r;
     log_event(LOG_WARNING,

@@ -439,3 +439,24 @@ def test_many_keys_and_a_bad_one_deep_inside(make_daemon):
     assert "sha256" in h["last_error"], h
     assert h["keys_loaded"] == 3000
     assert d.verify(secrets[0])["code"] == "VALID"
+
+
+def test_cache_in_an_odd_shape_is_served_through_the_tree_path(make_daemon, tmpdir_e2e):
+    k, s = v2_key("odd-cache")
+    os.mkdir(os.path.join(tmpdir_e2e, "keys.json"))  # the store cannot be read
+    d = make_daemon(tmpdir=tmpdir_e2e, start=False,
+                    cache_doc=json.dumps({"keys": [k], "version": 2}))
+    d.start()
+    d.watch(s)
+    assert d.verify(s)["code"] == "VALID"
+    h = d.health()
+    assert h["status"] == "degraded" and h["keys_loaded"] == 1, h
+
+
+def test_corrupt_cache_and_unreadable_store_is_unhealthy(make_daemon, tmpdir_e2e):
+    os.mkdir(os.path.join(tmpdir_e2e, "keys.json"))
+    d = make_daemon(tmpdir=tmpdir_e2e, start=False, cache_doc='{"version": 2, "keys": [')
+    d.start()
+    h = d.health()
+    assert h["status"] == "unhealthy" and h["keys_loaded"] == 0, h
+    assert "cache" in d.raw_log() and "rejected" in d.raw_log()
