@@ -560,6 +560,7 @@ static void conn_process(conn *c)
 {
     bool all_read = false;
 
+    verify_batch_begin();
     while (c->sock && !c->pending_job && !c->close_after_flush && c->out_len < OUT_HIGH_WATER) {
         h2o_buffer_t *in = c->sock->input;
         size_t msg_len, consumed;
@@ -580,11 +581,12 @@ static void conn_process(conn *c)
         }
         handle_message(c, in->bytes, msg_len);
         if (!c->sock)
-            return;
+            break;
         /* The message may have held a key. */
         secret_wipe(c->sock->input->bytes, consumed);
         h2o_buffer_consume(&c->sock->input, consumed);
     }
+    verify_batch_end();
     if (!c->sock)
         return;
     /* Whatever is left after the peer's EOF is an incomplete message: nothing to answer. */
