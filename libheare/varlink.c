@@ -1,5 +1,6 @@
 /* varlink: finds message boundaries in a byte stream and parses a message as a call. */
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "json-util.h"
@@ -173,13 +174,19 @@ typedef struct scanner {
     char *p, *end;
 } scanner;
 
-static void scan_space(scanner *s)
+static inline bool is_space(char c)
 {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static inline void scan_space(scanner *s)
+{
+    /* Most messages have no white space at all: one comparison a token for them. */
+    while (s->p < s->end && (unsigned char)*s->p <= ' ' && is_space(*s->p))
         s->p++;
 }
 
-static bool scan_char(scanner *s, char c)
+static inline bool scan_char(scanner *s, char c)
 {
     scan_space(s);
     if (s->p >= s->end || *s->p != c)
@@ -188,22 +195,57 @@ static bool scan_char(scanner *s, char c)
     return true;
 }
 
-/* A string of printable ASCII without escapes; *ret_close is its closing quote. */
+/* Printable ASCII without '"' and '\\': a string the fast path can take as it is. */
+static const bool plain[256] = {
+    [' ' ... '!'] = true, ['#' ... '['] = true, [']' ... '~'] = true,
+};
+
+#define BYTES(b) (0x0101010101010101u * (uint64_t)(b))
+
+/* The high bit of every byte of w that is not plain (see above). With x = w & 0x7f..7f no
+ * addition below carries from one byte into the next, so each byte's bit is exact. */
+static inline uint64_t word_not_plain(uint64_t w)
+{
+    uint64_t x = w & BYTES(0x7f);
+    uint64_t ok = (x + BYTES(0x60))                  /* high bit: byte >= 0x20 */
+                  & ((x ^ BYTES('"')) + BYTES(0x7f))  /* high bit: byte != '"' */
+                  & ((x ^ BYTES('\\')) + BYTES(0x7f)); /* high bit: byte != '\\' */
+    /* w: bytes >= 0x80; x + 1: 0x7f. */
+    return (w | (x + BYTES(0x01)) | ~ok) & BYTES(0x80);
+}
+
+/* A string of printable ASCII without escapes; *ret_close is its closing quote. Eight
+ * bytes at a time: a key is 43 of a Verify call's ~90 bytes. */
 static bool scan_string(scanner *s, char **ret_start, char **ret_close)
 {
     if (!scan_char(s, '"'))
         return false;
-    char *start = s->p;
-    /* Printable ASCII without '"' and '\\': a string the fast path can take as it is. */
-    static const bool plain[256] = {
-        [' ' ... '!'] = true, ['#' ... '['] = true, [']' ... '~'] = true,
-    };
-    while (s->p < s->end && plain[(unsigned char)*s->p])
-        s->p++;
-    if (s->p >= s->end || *s->p != '"')
+    char *start = s->p, *p = s->p, *end = s->end;
+    for (;;) {
+        if (end - p < 8) {
+            while (p < end && plain[(unsigned char)*p])
+                p++;
+            break;
+        }
+        uint64_t w;
+        memcpy(&w, p, sizeof(w));
+        uint64_t bad = word_not_plain(w);
+        if (bad) {
+            /* The first byte that is not plain, in memory order. */
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            p += __builtin_ctzll(bad) / 8;
+#else
+            p += __builtin_clzll(bad) / 8;
+#endif
+            break;
+        }
+        p += 8;
+    }
+    if (p >= end || *p != '"')
         return false;
     *ret_start = start;
-    *ret_close = s->p++;
+    *ret_close = p;
+    s->p = p + 1;
     return true;
 }
 
@@ -235,6 +277,7 @@ int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret)
                 return 0;
             have_method = true;
             call.method = value;
+            call.method_len = (size_t)(value_close - value);
             closes[n_closes++] = value_close;
         } else if (same_name(name, name_close, "parameters") && !have_params) {
             have_params = true;
@@ -270,18 +313,16 @@ int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret)
     scan_space(&s);
     if (s.p != s.end || !have_method)
         return 0;
-    size_t iface_len;
-    const char *method_name;
+    /* Not a qualified name (as varlink_split_method judges it): the full parser names the
+     * problem. */
+    const char *dot = memrchr(call.method, '.', call.method_len);
+    if (!dot || dot == call.method || dot + 1 == call.method + call.method_len)
+        return 0;
     for (size_t i = 0; i < n_closes; i++) {
         *closes[i] = '\0';
         call.nuls[i] = closes[i];
     }
     call.n_nuls = n_closes;
-    if (varlink_split_method(call.method, &iface_len, &method_name) < 0) {
-        /* Not a qualified name: the full parser names the problem. */
-        varlink_simple_call_undo(&call);
-        return 0;
-    }
     *ret = call;
     return 1;
 }

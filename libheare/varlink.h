@@ -63,6 +63,7 @@ typedef struct varlink_simple_param {
 
 typedef struct varlink_simple_call {
     const char *method;
+    size_t method_len;
     varlink_simple_param params[VARLINK_SIMPLE_MAX_PARAMS];
     size_t n_params;
     char *nuls[2 + 2 * VARLINK_SIMPLE_MAX_PARAMS]; /* where quotes became NULs */
