@@ -20,7 +20,7 @@
 #define VERIFY_REPLY_STACK 2048
 
 static void log_verify(const verify_result *r, const char *key, size_t key_len,
-                       const char *user_agent, const verify_peer *peer)
+                       const char *user_agent, const verify_peer *peer, int64_t now_ns)
 {
     conf_log_verify mode = state_conf()->log_verify;
     bool ok = r->code == VERIFY_VALID;
@@ -49,6 +49,7 @@ static void log_verify(const verify_result *r, const char *key, size_t key_len,
         .peer_pid = peer->pid,
         .peer_addr = peer->addr,
         .peer_unit = peer->unit,
+        .time_ns = now_ns,
     };
     log_event_fields(ok ? LOG_INFO : LOG_NOTICE, &f);
 }
@@ -115,7 +116,7 @@ void verify_run(char *key, size_t key_len, const char *scope, const char *user_a
         if (r->code != VERIFY_VALID && r->code != VERIFY_RATE_LIMITED)
             throttle_failed(peer->throttle, now_ms);
     }
-    log_verify(r, key, key_len, user_agent, peer);
+    log_verify(r, key, key_len, user_agent, peer, now_ns);
     /* The key is not needed any more: wipe it where the caller parsed it. */
     secret_wipe(key, key_len);
     int64_t end = clock_ns(CLOCK_MONOTONIC);

@@ -1,8 +1,8 @@
 /* varlink: finds message boundaries in a byte stream and parses a message as a call. */
 #include <errno.h>
-#include <stdint.h>
 #include <string.h>
 
+#include "ascii.h"
 #include "json-util.h"
 #include "varlink.h"
 
@@ -195,53 +195,15 @@ static inline bool scan_char(scanner *s, char c)
     return true;
 }
 
-/* Printable ASCII without '"' and '\\': a string the fast path can take as it is. */
-static const bool plain[256] = {
-    [' ' ... '!'] = true, ['#' ... '['] = true, [']' ... '~'] = true,
-};
-
-#define BYTES(b) (0x0101010101010101u * (uint64_t)(b))
-
-/* The high bit of every byte of w that is not plain (see above). With x = w & 0x7f..7f no
- * addition below carries from one byte into the next, so each byte's bit is exact. */
-static inline uint64_t word_not_plain(uint64_t w)
-{
-    uint64_t x = w & BYTES(0x7f);
-    uint64_t ok = (x + BYTES(0x60))                  /* high bit: byte >= 0x20 */
-                  & ((x ^ BYTES('"')) + BYTES(0x7f))  /* high bit: byte != '"' */
-                  & ((x ^ BYTES('\\')) + BYTES(0x7f)); /* high bit: byte != '\\' */
-    /* w: bytes >= 0x80; x + 1: 0x7f. */
-    return (w | (x + BYTES(0x01)) | ~ok) & BYTES(0x80);
-}
-
-/* A string of printable ASCII without escapes; *ret_close is its closing quote. Eight
- * bytes at a time: a key is 43 of a Verify call's ~90 bytes. */
+/* A string of plain bytes (ascii.h): printable ASCII without escapes; *ret_close is its
+ * closing quote. */
 static bool scan_string(scanner *s, char **ret_start, char **ret_close)
 {
     if (!scan_char(s, '"'))
         return false;
-    char *start = s->p, *p = s->p, *end = s->end;
-    for (;;) {
-        if (end - p < 8) {
-            while (p < end && plain[(unsigned char)*p])
-                p++;
-            break;
-        }
-        uint64_t w;
-        memcpy(&w, p, sizeof(w));
-        uint64_t bad = word_not_plain(w);
-        if (bad) {
-            /* The first byte that is not plain, in memory order. */
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-            p += __builtin_ctzll(bad) / 8;
-#else
-            p += __builtin_clzll(bad) / 8;
-#endif
-            break;
-        }
-        p += 8;
-    }
-    if (p >= end || *p != '"')
+    char *start = s->p;
+    char *p = start + ascii_plain_span(start, (size_t)(s->end - start));
+    if (p >= s->end || *p != '"')
         return false;
     *ret_start = start;
     *ret_close = p;

@@ -1,0 +1,63 @@
+/* ascii: the one byte test both hot text paths need, eight bytes at a time. A "plain" byte
+ * is printable ASCII other than '"' and '\\': a JSON string can hold it as it is, so the
+ * Varlink fast-path scanner takes strings made only of such bytes, and the JSON log copies
+ * runs of them without escaping. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define ASCII_BYTES(b) (0x0101010101010101u * (uint64_t)(b))
+
+/* The high bit of every byte of w that is not plain. With x = w & 0x7f..7f no addition
+ * below carries from one byte into the next, so each byte's bit is exact. */
+static inline uint64_t ascii_word_not_plain(uint64_t w)
+{
+    uint64_t x = w & ASCII_BYTES(0x7f);
+    uint64_t ok = (x + ASCII_BYTES(0x60))                    /* high bit: byte >= 0x20 */
+                  & ((x ^ ASCII_BYTES('"')) + ASCII_BYTES(0x7f))  /* byte != '"' */
+                  & ((x ^ ASCII_BYTES('\\')) + ASCII_BYTES(0x7f)); /* byte != '\\' */
+    /* w: bytes >= 0x80; x + 1: 0x7f. */
+    return (w | (x + ASCII_BYTES(0x01)) | ~ok) & ASCII_BYTES(0x80);
+}
+
+static inline int ascii_plain_byte(unsigned char c)
+{
+    return c >= 0x20 && c < 0x7f && c != '"' && c != '\\';
+}
+
+/* The index of the first byte in memory order whose bit is set in bad (non-zero). */
+static inline size_t ascii_first(uint64_t bad)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return (size_t)__builtin_ctzll(bad) / 8;
+#else
+    return (size_t)__builtin_clzll(bad) / 8;
+#endif
+}
+
+/* How many of the n bytes at s are plain before the first that is not (n if all are). */
+static inline size_t ascii_plain_span(const char *s, size_t n)
+{
+    uint64_t w, bad;
+    size_t i = 0;
+
+    if (n < 8) {
+        while (i < n && ascii_plain_byte((unsigned char)s[i]))
+            i++;
+        return i;
+    }
+    for (; n - i >= 8; i += 8) {
+        memcpy(&w, s + i, sizeof(w));
+        bad = ascii_word_not_plain(w);
+        if (bad)
+            return i + ascii_first(bad);
+    }
+    if (i == n)
+        return n;
+    /* The last 8 bytes, overlapping bytes already found plain: their bits are clear. */
+    memcpy(&w, s + n - 8, sizeof(w));
+    bad = ascii_word_not_plain(w);
+    return bad ? n - 8 + ascii_first(bad) : n;
+}
