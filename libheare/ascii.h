@@ -1,7 +1,8 @@
-/* ascii: the one byte test both hot text paths need, eight bytes at a time. A "plain" byte
- * is printable ASCII other than '"' and '\\': a JSON string can hold it as it is, so the
- * Varlink fast-path scanner takes strings made only of such bytes, and the JSON log copies
- * runs of them without escaping. */
+/* ascii: byte tests of the hot paths, eight bytes at a time. A "plain" byte is printable
+ * ASCII other than '"' and '\\': a JSON string can hold it as it is, so the Varlink
+ * fast-path scanner takes strings made only of such bytes, and the JSON log copies runs of
+ * them without escaping. A "graphic" byte is '!' … '~' (isgraph in the C locale): what a
+ * presented key may consist of. */
 #pragma once
 
 #include <stddef.h>
@@ -60,4 +61,36 @@ static inline size_t ascii_plain_span(const char *s, size_t n)
     memcpy(&w, s + n - 8, sizeof(w));
     bad = ascii_word_not_plain(w);
     return bad ? n - 8 + ascii_first(bad) : n;
+}
+
+/* The high bit of every byte of w that is not graphic (exact per byte, as above). */
+static inline uint64_t ascii_word_not_graphic(uint64_t w)
+{
+    uint64_t x = w & ASCII_BYTES(0x7f);
+    /* ~(x + 0x5f): x < 0x21; x + 1: 0x7f; w: bytes >= 0x80. */
+    return (w | (x + ASCII_BYTES(0x01)) | ~(x + ASCII_BYTES(0x5f))) & ASCII_BYTES(0x80);
+}
+
+/* True if all n bytes at s are graphic. No branch depends on the bytes' values: a key's
+ * shape is checked before anything else is known about it. */
+static inline int ascii_all_graphic(const char *s, size_t n)
+{
+    uint64_t w, bad = 0;
+    size_t i = 0;
+
+    if (n < 8) {
+        for (; i < n; i++)
+            bad |= (uint64_t)((unsigned char)s[i] < 0x21 || (unsigned char)s[i] > 0x7e);
+        return !bad;
+    }
+    for (; n - i >= 8; i += 8) {
+        memcpy(&w, s + i, sizeof(w));
+        bad |= ascii_word_not_graphic(w);
+    }
+    if (i < n) {
+        /* The last 8 bytes, overlapping some already checked. */
+        memcpy(&w, s + n - 8, sizeof(w));
+        bad |= ascii_word_not_graphic(w);
+    }
+    return !bad;
 }

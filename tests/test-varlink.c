@@ -360,9 +360,27 @@ static void test_ascii_plain_span(void)
                 }
 }
 
+/* The same for ascii_all_graphic ('!' … '~'), which checks a presented key's shape. */
+static void test_ascii_all_graphic(void)
+{
+    char buf[40];
+
+    for (size_t len = 0; len <= 24; len++)
+        for (size_t pos = 0; pos < len; pos++)
+            for (unsigned v = 0; v < 256; v++)
+                for (size_t align = 0; align < 8; align += 3) {
+                    char *s = buf + align;
+                    memset(buf, 'a', sizeof(buf));
+                    s[pos] = (char)v;
+                    CHECK_INT(ascii_all_graphic(s, len), v >= 0x21 && v <= 0x7e);
+                }
+    CHECK_INT(ascii_all_graphic("", 0), 1);
+}
+
 int main(void)
 {
     test_ascii_plain_span();
+    test_ascii_all_graphic();
     test_frame_table();
     test_frame_limits();
     test_frame_line_locked();
