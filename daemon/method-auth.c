@@ -20,7 +20,7 @@
 #define VERIFY_REPLY_STACK 2048
 
 static void log_verify(const verify_result *r, const char *key, size_t key_len,
-                       const char *user_agent, const verify_peer *peer)
+                       const char *user_agent, const verify_peer *peer, int64_t now_ns)
 {
     conf_log_verify mode = state_conf()->log_verify;
     bool ok = r->code == VERIFY_VALID;
@@ -49,8 +49,40 @@ static void log_verify(const verify_result *r, const char *key, size_t key_len,
         .peer_pid = peer->pid,
         .peer_addr = peer->addr,
         .peer_unit = peer->unit,
+        .time_ns = now_ns,
     };
     log_event_fields(ok ? LOG_INFO : LOG_NOTICE, &f);
+}
+
+/* The verify path's clock. A clock read costs about 25 ns on a virtual machine, and a
+ * verification took three (start, wall clock, end): as much as the lookup. In a batch (see
+ * verify_batch_begin) a call's start is the previous call's end and the wall clock is
+ * derived from the monotonic one, so a call reads the clock once. The time between two
+ * calls of a batch (framing, the reply) counts towards the later one. */
+typedef struct verify_clock {
+    bool batch;       /* between verify_batch_begin and verify_batch_end */
+    bool have;        /* the two fields below are set */
+    int64_t mono_ns;  /* CLOCK_MONOTONIC at the end of the batch's previous verification */
+    int64_t real_off; /* CLOCK_REALTIME - CLOCK_MONOTONIC, read at the batch's first one */
+} verify_clock;
+
+static _Thread_local verify_clock t_clock;
+
+static int64_t clock_ns(clockid_t id)
+{
+    struct timespec ts;
+    clock_gettime(id, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+void verify_batch_begin(void)
+{
+    t_clock = (verify_clock){.batch = true};
+}
+
+void verify_batch_end(void)
+{
+    t_clock = (verify_clock){0};
 }
 
 void verify_run(char *key, size_t key_len, const char *scope, const char *user_agent,
@@ -58,34 +90,39 @@ void verify_run(char *key, size_t key_len, const char *scope, const char *user_a
 {
     const snapshot *snap = state_snapshot();
     const conf *c = state_conf();
-    struct timespec start, end, ts;
-    clock_gettime(CLOCK_MONOTONIC, &start);
-    clock_gettime(CLOCK_REALTIME, &ts);
-    int64_t now_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    int64_t start, real_off;
+    if (t_clock.have) {
+        start = t_clock.mono_ns;
+        real_off = t_clock.real_off;
+    } else {
+        start = clock_ns(CLOCK_MONOTONIC);
+        real_off = clock_ns(CLOCK_REALTIME) - start;
+    }
+    int64_t now_ns = start + real_off;
+    int64_t now_ms = now_ns / 1000000, now_s = now_ns / 1000000000;
 
     *r = (verify_result){.code = VERIFY_NOT_FOUND};
     /* A peer over its failure budget is answered without a lookup. */
     if (throttle_check(peer->throttle, c->max_failures_per_minute, now_ms, &r->retry_after_ms)) {
         r->code = VERIFY_RATE_LIMITED;
     } else {
-        r->code = keystore_verify(snap->ks, key, key_len, scope, ts.tv_sec, &r->key);
+        r->code = keystore_verify(snap->ks, key, key_len, scope, now_s, &r->key);
         if (r->key) {
             keystate *st = snapshot_state(snap, r->key);
-            if (r->code == VERIFY_VALID &&
-                !keystate_take(st, (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec,
-                               &r->retry_after_ms))
+            if (r->code == VERIFY_VALID && !keystate_take(st, (uint64_t)now_ns, &r->retry_after_ms))
                 r->code = VERIFY_RATE_LIMITED;
-            keystate_count(st, r->code == VERIFY_VALID, ts.tv_sec);
+            keystate_count(st, r->code == VERIFY_VALID, now_s);
         }
         if (r->code != VERIFY_VALID && r->code != VERIFY_RATE_LIMITED)
             throttle_failed(peer->throttle, now_ms);
     }
-    log_verify(r, key, key_len, user_agent, peer);
+    log_verify(r, key, key_len, user_agent, peer, now_ns);
     /* The key is not needed any more: wipe it where the caller parsed it. */
     secret_wipe(key, key_len);
-    clock_gettime(CLOCK_MONOTONIC, &end);
-    metrics_count_verify(r->code, (uint64_t)((end.tv_sec - start.tv_sec) * 1000000000 +
-                                             (end.tv_nsec - start.tv_nsec)));
+    int64_t end = clock_ns(CLOCK_MONOTONIC);
+    if (t_clock.batch)
+        t_clock = (verify_clock){.batch = true, .have = true, .mono_ns = end, .real_off = real_off};
+    metrics_count_verify(r->code, (uint64_t)(end - start));
 }
 
 /* Appends s[0..n) at *off if it fits, and counts it either way. */

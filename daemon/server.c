@@ -407,37 +407,62 @@ static void dispatch(conn *c, const varlink_call *call)
                    json_pack("{s:s}", "reason", "internal error: no answer"));
 }
 
+/* methods_simple with their lengths and interfaces, resolved once in server_start() so that
+ * the hot path compares bytes instead of walking strings. An entry whose interface is not
+ * served is left out: its calls go to the full parser, which answers InterfaceNotFound. */
+#define MAX_SIMPLE_ROUTES 8
+typedef struct simple_route {
+    const method_simple_entry *m;
+    size_t len;
+    const interface_entry *iface;
+} simple_route;
+static simple_route g_simple[MAX_SIMPLE_ROUTES];
+static size_t g_n_simple;
+
+static int simple_routes_init(void)
+{
+    g_n_simple = 0;
+    for (const method_simple_entry *e = methods_simple; e->method; e++) {
+        size_t iface_len;
+        const char *method_name;
+        const interface_entry *iface = NULL;
+        if (varlink_split_method(e->method, &iface_len, &method_name) < 0)
+            return -EINVAL;
+        for (const interface_entry *i = interfaces; i->name; i++)
+            if (strlen(i->name) == iface_len && memcmp(i->name, e->method, iface_len) == 0)
+                iface = i;
+        if (!iface)
+            continue;
+        if (g_n_simple == MAX_SIMPLE_ROUTES)
+            return -E2BIG;
+        g_simple[g_n_simple++] = (simple_route){.m = e, .len = strlen(e->method), .iface = iface};
+    }
+    return 0;
+}
+
 /* The hot path: a plain call (see varlink_call_scan_simple) to a method with a simple
  * handler, on an interface this peer may use, is answered without a JSON tree. Anything
  * else, errors included, goes through the full parser. Returns true if answered. */
 static bool dispatch_simple(conn *c, char *msg, size_t len)
 {
     varlink_simple_call sc;
-    const method_simple_entry *m = NULL;
-    size_t iface_len;
-    const char *method_name;
-    const interface_entry *iface = NULL;
+    const simple_route *route = NULL;
 
     if (varlink_call_scan_simple(msg, len, &sc) <= 0)
         return false;
-    for (const method_simple_entry *e = methods_simple; e->method; e++)
-        if (strcmp(e->method, sc.method) == 0)
-            m = e;
-    if (!m) {
-        varlink_simple_call_undo(&sc);
-        return false;
-    }
+    for (size_t i = 0; i < g_n_simple; i++)
+        if (g_simple[i].len == sc.method_len && memcmp(g_simple[i].m->method, sc.method, sc.method_len) == 0) {
+            route = &g_simple[i];
+            break;
+        }
     /* The same privilege check as dispatch(). */
-    (void)varlink_split_method(sc.method, &iface_len, &method_name);
-    for (const interface_entry *i = interfaces; i->name; i++)
-        if (strlen(i->name) == iface_len && memcmp(i->name, sc.method, iface_len) == 0)
-            iface = i;
-    if (!iface || ((iface->flags & METHOD_ADMIN) && (c->kind != SOCK_ADMIN || !peer_is_admin(c)))) {
+    if (!route || ((route->iface->flags & METHOD_ADMIN) &&
+                   (c->kind != SOCK_ADMIN || !peer_is_admin(c)))) {
         varlink_simple_call_undo(&sc);
         return false;
     }
     call_ctx ctx = {.c = c};
-    m->fn(&ctx, &sc);
+    route->m->fn(&ctx, &sc);
     if (!ctx.answered)
         call_error(&ctx, "io.heare.AuthAdmin.StoreUnavailable",
                    json_pack("{s:s}", "reason", "internal error: no answer"));
@@ -560,6 +585,7 @@ static void conn_process(conn *c)
 {
     bool all_read = false;
 
+    verify_batch_begin();
     while (c->sock && !c->pending_job && !c->close_after_flush && c->out_len < OUT_HIGH_WATER) {
         h2o_buffer_t *in = c->sock->input;
         size_t msg_len, consumed;
@@ -580,11 +606,12 @@ static void conn_process(conn *c)
         }
         handle_message(c, in->bytes, msg_len);
         if (!c->sock)
-            return;
+            break;
         /* The message may have held a key. */
         secret_wipe(c->sock->input->bytes, consumed);
         h2o_buffer_consume(&c->sock->input, consumed);
     }
+    verify_batch_end();
     if (!c->sock)
         return;
     /* Whatever is left after the peer's EOF is an incomplete message: nothing to answer. */
@@ -896,6 +923,9 @@ static int worker_init(worker *w, const listen_fd *lfds, size_t n)
 
 int server_start(const conf *c, const listen_fd *lfds, size_t n)
 {
+    int r = simple_routes_init();
+    if (r < 0)
+        return r;
     g_conf = c;
     g_lfds = lfds;
     g_n_lfds = n;
@@ -904,7 +934,7 @@ int server_start(const conf *c, const listen_fd *lfds, size_t n)
         return -ENOMEM;
     for (size_t i = 0; i < c->threads; i++) {
         g_workers[i].idx = (unsigned)i;
-        int r = pthread_create(&g_workers[i].tid, NULL, worker_main, &g_workers[i]);
+        r = pthread_create(&g_workers[i].tid, NULL, worker_main, &g_workers[i]);
         if (r != 0)
             return -r;
         g_n_workers++;

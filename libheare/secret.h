@@ -11,7 +11,7 @@
 /* ret = SHA-256(s[0..n)). */
 void secret_digest(const char *s, size_t n, uint8_t ret[SECRET_DIGEST_LEN]);
 
-/* Constant-time comparison of two digests (CRYPTO_memcmp). */
+/* Constant-time comparison of two digests. */
 bool secret_digest_equal(const uint8_t a[SECRET_DIGEST_LEN], const uint8_t b[SECRET_DIGEST_LEN]);
 
 /* Lowercase hex of d, NUL-terminated. */

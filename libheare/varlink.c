@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "ascii.h"
 #include "json-util.h"
 #include "varlink.h"
 
@@ -173,13 +174,19 @@ typedef struct scanner {
     char *p, *end;
 } scanner;
 
-static void scan_space(scanner *s)
+static inline bool is_space(char c)
 {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
+}
+
+static inline void scan_space(scanner *s)
+{
+    /* Most messages have no white space at all: one comparison a token for them. */
+    while (s->p < s->end && (unsigned char)*s->p <= ' ' && is_space(*s->p))
         s->p++;
 }
 
-static bool scan_char(scanner *s, char c)
+static inline bool scan_char(scanner *s, char c)
 {
     scan_space(s);
     if (s->p >= s->end || *s->p != c)
@@ -188,22 +195,19 @@ static bool scan_char(scanner *s, char c)
     return true;
 }
 
-/* A string of printable ASCII without escapes; *ret_close is its closing quote. */
-static bool scan_string(scanner *s, char **ret_start, char **ret_close)
+/* A string of plain bytes (ascii.h): printable ASCII without escapes; *ret_close is its
+ * closing quote. Inlined, so that the scanner's position stays in a register. */
+static inline __attribute__((always_inline)) bool scan_string(scanner *s, char **ret_start, char **ret_close)
 {
     if (!scan_char(s, '"'))
         return false;
     char *start = s->p;
-    /* Printable ASCII without '"' and '\\': a string the fast path can take as it is. */
-    static const bool plain[256] = {
-        [' ' ... '!'] = true, ['#' ... '['] = true, [']' ... '~'] = true,
-    };
-    while (s->p < s->end && plain[(unsigned char)*s->p])
-        s->p++;
-    if (s->p >= s->end || *s->p != '"')
+    char *p = start + ascii_plain_span(start, (size_t)(s->end - start));
+    if (p >= s->end || *p != '"')
         return false;
     *ret_start = start;
-    *ret_close = s->p++;
+    *ret_close = p;
+    s->p = p + 1;
     return true;
 }
 
@@ -215,14 +219,16 @@ static bool same_name(const char *a, const char *a_close, const char *lit)
 
 int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret)
 {
-    /* Every string's closing quote, turned into a NUL only once all of msg passed. */
-    char *closes[2 + 2 * VARLINK_SIMPLE_MAX_PARAMS];
+    /* Built in *ret directly (it is the caller's to ignore when 0 is returned). Every
+     * string's closing quote goes into ret->nuls, and becomes a NUL only once all of msg
+     * passed. */
     size_t n_closes = 0, name_lens[VARLINK_SIMPLE_MAX_PARAMS];
-    varlink_simple_call call = {};
     bool have_method = false, have_params = false;
     scanner s = {msg, msg + len};
     char *name, *name_close, *value, *value_close;
 
+    ret->n_params = 0;
+    ret->n_nuls = 0;
     if (!scan_char(&s, '{'))
         return 0;
     if (scan_char(&s, '}'))
@@ -234,29 +240,32 @@ int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret)
             if (!scan_string(&s, &value, &value_close))
                 return 0;
             have_method = true;
-            call.method = value;
-            closes[n_closes++] = value_close;
+            ret->method = value;
+            ret->method_len = (size_t)(value_close - value);
+            ret->nuls[n_closes++] = value_close;
         } else if (same_name(name, name_close, "parameters") && !have_params) {
             have_params = true;
             if (!scan_char(&s, '{'))
                 return 0;
             if (!scan_char(&s, '}')) {
                 do {
-                    if (call.n_params == VARLINK_SIMPLE_MAX_PARAMS ||
+                    size_t n = ret->n_params;
+                    if (n == VARLINK_SIMPLE_MAX_PARAMS ||
                         !scan_string(&s, &name, &name_close) || !scan_char(&s, ':') ||
                         !scan_string(&s, &value, &value_close))
                         return 0;
                     /* A repeated name is for the full parser to refuse. */
                     size_t name_len = (size_t)(name_close - name);
-                    for (size_t i = 0; i < call.n_params; i++)
+                    for (size_t i = 0; i < n; i++)
                         if (name_len == name_lens[i] &&
-                            memcmp(name, call.params[i].name, name_len) == 0)
+                            memcmp(name, ret->params[i].name, name_len) == 0)
                             return 0;
-                    name_lens[call.n_params] = name_len;
-                    call.params[call.n_params++] = (varlink_simple_param){
+                    name_lens[n] = name_len;
+                    ret->params[n] = (varlink_simple_param){
                         .name = name, .value = value, .value_len = (size_t)(value_close - value)};
-                    closes[n_closes++] = name_close;
-                    closes[n_closes++] = value_close;
+                    ret->n_params = n + 1;
+                    ret->nuls[n_closes++] = name_close;
+                    ret->nuls[n_closes++] = value_close;
                 } while (scan_char(&s, ','));
                 if (!scan_char(&s, '}'))
                     return 0;
@@ -270,19 +279,14 @@ int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret)
     scan_space(&s);
     if (s.p != s.end || !have_method)
         return 0;
-    size_t iface_len;
-    const char *method_name;
-    for (size_t i = 0; i < n_closes; i++) {
-        *closes[i] = '\0';
-        call.nuls[i] = closes[i];
-    }
-    call.n_nuls = n_closes;
-    if (varlink_split_method(call.method, &iface_len, &method_name) < 0) {
-        /* Not a qualified name: the full parser names the problem. */
-        varlink_simple_call_undo(&call);
+    /* Not a qualified name (as varlink_split_method judges it): the full parser names the
+     * problem. */
+    const char *dot = memrchr(ret->method, '.', ret->method_len);
+    if (!dot || dot == ret->method || dot + 1 == ret->method + ret->method_len)
         return 0;
-    }
-    *ret = call;
+    for (size_t i = 0; i < n_closes; i++)
+        *ret->nuls[i] = '\0';
+    ret->n_nuls = n_closes;
     return 1;
 }
 

@@ -63,6 +63,7 @@ typedef struct varlink_simple_param {
 
 typedef struct varlink_simple_call {
     const char *method;
+    size_t method_len;
     varlink_simple_param params[VARLINK_SIMPLE_MAX_PARAMS];
     size_t n_params;
     char *nuls[2 + 2 * VARLINK_SIMPLE_MAX_PARAMS]; /* where quotes became NULs */
@@ -73,7 +74,8 @@ typedef struct varlink_simple_call {
  * and "parameters" only (each at most once), at most VARLINK_SIMPLE_MAX_PARAMS distinct
  * parameters, strings of printable ASCII without escapes, nothing after the object.
  * Only then is msg changed: the closing quote of each string becomes a NUL. Returns 0,
- * leaving msg untouched, for anything else, which varlink_call_parse then judges. */
+ * leaving msg untouched (and *ret with nothing to undo), for anything else, which
+ * varlink_call_parse then judges. */
 int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret);
 
 /* Puts back the quotes a successful scan replaced, so that varlink_call_parse can read the

@@ -103,6 +103,15 @@ static void test_equal(void)
     b[SECRET_DIGEST_LEN - 1] ^= 1;
     b[0] ^= 0x80;
     CHECK(!secret_digest_equal(a, b));
+    /* A difference in any bit of any byte (the comparison goes a word at a time). */
+    for (size_t i = 0; i < SECRET_DIGEST_LEN; i++)
+        for (int bit = 0; bit < 8; bit++) {
+            memcpy(b, a, sizeof(a));
+            b[i] ^= (uint8_t)(1u << bit);
+            CHECK(!secret_digest_equal(a, b));
+        }
+    memcpy(b, a, sizeof(a));
+    CHECK(secret_digest_equal(a, b));
 }
 
 static void test_wipe(void)

@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include "ascii.h"
 #include "check.h"
 #include "json-util.h"
 #include "varlink.h"
@@ -337,8 +338,49 @@ static void test_scan_simple(void)
     }
 }
 
+/* The word-at-a-time span (ascii.h) the scanner and the log use agrees with a byte-by-byte
+ * reference for every byte value at every position of every length up to 24, whatever the
+ * alignment. */
+static void test_ascii_plain_span(void)
+{
+    char buf[40];
+
+    for (size_t len = 0; len <= 24; len++)
+        for (size_t pos = 0; pos < len; pos++)
+            for (unsigned v = 0; v < 256; v++)
+                for (size_t align = 0; align < 8; align += 3) {
+                    char *s = buf + align;
+                    memset(buf, 'a', sizeof(buf));
+                    s[pos] = (char)v;
+                    size_t want = 0;
+                    while (want < len && s[want] >= 0x20 && s[want] < 0x7f && s[want] != '"' &&
+                           s[want] != '\\')
+                        want++;
+                    CHECK_INT(ascii_plain_span(s, len), want);
+                }
+}
+
+/* The same for ascii_all_graphic ('!' … '~'), which checks a presented key's shape. */
+static void test_ascii_all_graphic(void)
+{
+    char buf[40];
+
+    for (size_t len = 0; len <= 24; len++)
+        for (size_t pos = 0; pos < len; pos++)
+            for (unsigned v = 0; v < 256; v++)
+                for (size_t align = 0; align < 8; align += 3) {
+                    char *s = buf + align;
+                    memset(buf, 'a', sizeof(buf));
+                    s[pos] = (char)v;
+                    CHECK_INT(ascii_all_graphic(s, len), v >= 0x21 && v <= 0x7e);
+                }
+    CHECK_INT(ascii_all_graphic("", 0), 1);
+}
+
 int main(void)
 {
+    test_ascii_plain_span();
+    test_ascii_all_graphic();
     test_frame_table();
     test_frame_limits();
     test_frame_line_locked();
