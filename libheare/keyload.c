@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <yajl/yajl_parse.h>
 
+#include "ascii.h"
 #include "ids.h"
 #include "keydoc.h"
 #include "keyload.h"
@@ -157,6 +158,9 @@ static bool string_ok(const char *s, size_t len)
 {
     bool ascii = true;
 
+    /* The usual string is all printable ASCII: eight bytes at a time. */
+    if (ascii_plain_span(s, len) == len)
+        return true;
     for (size_t i = 0; i < len; i++) {
         if (s[i] == 0)
             return false;

@@ -86,6 +86,23 @@ static void test_unhex_bad(void)
     CHECK_INT(secret_unhex(good, d), 0);
     CHECK_INT(d[0], 0xba);
     CHECK_INT(d[31], 0xad);
+
+    /* Every byte value in every position: taken exactly when it is a lowercase hex digit,
+     * and then read as one. */
+    for (size_t pos = 0; pos < SECRET_HEX_LEN; pos++)
+        for (int c = 1; c < 256; c++) {
+            char s[SECRET_HEX_LEN + 1];
+            const char *digits = "0123456789abcdef";
+            const char *at = strchr(digits, c);
+            memcpy(s, good, sizeof(s));
+            s[pos] = (char)c;
+            int r = secret_unhex(s, d);
+            CHECK_INT(r, at ? 0 : -EINVAL);
+            if (at) {
+                unsigned v = (unsigned)(at - digits);
+                CHECK_INT(pos % 2 ? d[pos / 2] & 0xf : d[pos / 2] >> 4, v);
+            }
+        }
 }
 
 static void test_equal(void)
