@@ -592,15 +592,7 @@ static int direct_verify(cli *c, const json_t *params, json_t **ret)
         return oom(c);
     if (k) {
         /* The same members as the daemon's answer, from the same rendering. */
-        size_t len = keystore_key_verify_fields(k, NULL, 0);
-        _cleanup_free_ char *text = malloc(len + 2);
-        _cleanup_json_ json_t *fields = NULL;
-        if (text) {
-            text[0] = '{';
-            keystore_key_verify_fields(k, text + 1, len);
-            text[len + 1] = '}';
-            fields = json_loadb(text, len + 2, 0, NULL);
-        }
+        _cleanup_json_ json_t *fields = keystore_key_verify_object(k);
         if (!fields || json_object_update(reply, fields) < 0) {
             json_decref(reply);
             return oom(c);

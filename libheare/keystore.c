@@ -772,23 +772,27 @@ size_t keystore_key_verify_fields(const keystore_key *k, char *buf, size_t cap)
     return off;
 }
 
-json_t *keystore_key_render(const keystore *ks, const keystore_key *k, int64_t now)
+json_t *keystore_key_verify_object(const keystore_key *k)
 {
-    _cleanup_json_ json_t *fields = NULL;
-    _cleanup_free_ char *text = NULL;
     size_t len = keystore_key_verify_fields(k, NULL, 0);
-    json_int_t live = 0;
-    json_t *rl;
+    _cleanup_free_ char *text = malloc(len + 2);
 
     /* The fields are JSON written by this file: reading them back gives the members as the
      * document had them, without keeping a second copy. */
-    text = malloc(len + 2);
     if (!text)
         return NULL;
     text[0] = '{';
     keystore_key_verify_fields(k, text + 1, len);
     text[len + 1] = '}';
-    fields = json_loadb(text, len + 2, 0, NULL);
+    return json_loadb(text, len + 2, 0, NULL);
+}
+
+json_t *keystore_key_render(const keystore *ks, const keystore_key *k, int64_t now)
+{
+    _cleanup_json_ json_t *fields = keystore_key_verify_object(k);
+    json_int_t live = 0;
+    json_t *rl;
+
     if (!fields)
         return NULL;
     for (size_t j = 0; j < k->n_secrets; j++)

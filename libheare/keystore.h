@@ -45,7 +45,7 @@ typedef struct keystore_text {
 
 typedef struct keystore_entry {
     keystore_text id, name, created_at;
-    keystore_text metadata;   /* compact JSON of the object, as keystore_json_value() writes */
+    keystore_text metadata;   /* compact JSON of the object, as keystore_text_put_value() writes */
     keystore_text scopes;     /* every scope followed by a NUL */
     size_t n_scopes;
     keystore_text expires_at; /* the RFC 3339 text; empty for null */
@@ -117,6 +117,8 @@ bool keystore_key_rate_limit(const keystore_key *k, uint32_t *ret_per_second, ui
  * "key_id":"…","name":"…","metadata":{…},"scopes":[…],"expires_at":null|"…"
  * into buf if they fit in cap bytes (no NUL is added); returns their length either way. */
 size_t keystore_key_verify_fields(const keystore_key *k, char *buf, size_t cap);
+/* The same members as a new JSON object. NULL on OOM. */
+json_t *keystore_key_verify_object(const keystore_key *k);
 /* The Key type of io.heare.AuthAdmin (SPEC §5) at time now, with "verifications" 0 and
  * "last_used_at" null for the caller to fill; the same object keyops_render_key() makes of
  * the key's document object. NULL on OOM. */
