@@ -263,13 +263,20 @@ static void free_reclaimed(void)
 static json_t *g_cache_pending;
 /* A streamed document's bytes, written as they came, waiting for their commit. */
 static store_file_writer *g_cache_pending_file;
+/* A local store's document to copy, by its version: read again after the answer rather
+ * than written while it loads (writing 341 MB as it streams in cost 0.5 s of a 1.3 s
+ * start). */
+static char *g_cache_pending_copy;
 
 static void drop_pending_cache(void)
 {
     json_decref(g_cache_pending);
     g_cache_pending = NULL;
     store_file_writer_abort(TAKE_PTR(g_cache_pending_file));
+    g_cache_pending_copy = mfree(g_cache_pending_copy);
 }
+
+static void copy_store_to_cache(const char *version);
 
 static void write_cache(const json_t *doc)
 {
@@ -282,8 +289,13 @@ static void flush_cache(void)
     _cleanup_json_ json_t *doc = TAKE_PTR(g_cache_pending);
     _cleanup_free_ char *buf = NULL, *err = NULL;
     store_file_writer *file = TAKE_PTR(g_cache_pending_file);
+    _cleanup_free_ char *copy = TAKE_PTR(g_cache_pending_copy);
     size_t len;
     int r;
+    if (copy) {
+        copy_store_to_cache(copy);
+        return;
+    }
     if (file)
         r = store_file_writer_commit(file, &err);
     else if (!doc || !g_conf->cache || !g_conf->cache[0])
@@ -351,6 +363,7 @@ typedef struct load_sink {
     keyload *l;
     bool gave_up;               /* keyload gave up: the document is left to keydoc_parse() */
     bool cache;                 /* write the cache file (there is one, and no error yet) */
+    bool copy_only;             /* only copy to the cache: keyload reads up to the version */
     store_file_writer *file;
     char *held;
     size_t held_len;
@@ -390,7 +403,7 @@ static void sink_no_cache(load_sink *s, int r, const char *err)
 static int sink_data(void *userdata, const char *buf, size_t len)
 {
     load_sink *s = userdata;
-    int r = keyload_feed(s->l, buf, len);
+    int r = s->copy_only && keyload_is_v2(s->l) ? 0 : keyload_feed(s->l, buf, len);
     if (r == -EBADMSG)
         s->gave_up = true;
     if (r < 0 || !s->cache)
@@ -426,6 +439,30 @@ static int sink_data(void *userdata, const char *buf, size_t len)
     return 0;
 }
 
+/* Copies the local store's document to the cache file if it still has the version that
+ * was loaded; a newer one is cached by the load that will follow it. The copy holds its
+ * bytes until they show a version-2 document, like a streamed load. */
+static void copy_store_to_cache(const char *version)
+{
+    _cleanup_(load_sink_done) load_sink sink = {.cache = true, .copy_only = true};
+    _cleanup_free_ char *now = NULL, *err = NULL;
+    bool exists = false;
+
+    int r = store_load_stream(g_store, NULL,
+                              &(store_sink){.begin = sink_begin, .data = sink_data, .userdata = &sink},
+                              &exists, &now, &err);
+    if (r < 0 || !exists || !sink.file || !sink.cache || strcmp(now, version) != 0) {
+        if (r < 0 && !sink.gave_up)
+            log_warning("could not write the last-known-good cache %s: %s", g_conf->cache,
+                        err ? err : strerror(-r));
+        return; /* sink_no_cache() has said why if the file failed */
+    }
+    r = store_file_writer_commit(TAKE_PTR(sink.file), &err);
+    if (r < 0)
+        log_warning("could not write the last-known-good cache %s: %s", g_conf->cache,
+                    err ? err : strerror(-r));
+}
+
 /* Reads the store; on a changed document installs it. force: ignore the version we have.
  * Returns 1 if a new keystore was installed, 0 if unchanged, -errno on failure (recorded
  * in health and logged). */
@@ -438,7 +475,11 @@ static int reload(bool force, snapshot **ret_old)
 
     *ret_old = NULL;
     const char *if_not = force || g_from_cache ? NULL : g_version;
-    _cleanup_(load_sink_done) load_sink sink = {.cache = g_conf->cache && g_conf->cache[0]};
+    /* A local store is copied to the cache after the answer; S3 bytes are written as they
+     * come, since reading them again would cost a request. */
+    bool local = strncmp(store_url(g_store), "s3://", 5) != 0;
+    _cleanup_(load_sink_done) load_sink sink = {.cache = g_conf->cache && g_conf->cache[0] &&
+                                                         !local};
     bool exists = false;
     keystore *ks = NULL;
     int r = store_load_stream(g_store, if_not,
@@ -477,9 +518,15 @@ static int reload(bool force, snapshot **ret_old)
             store_file_writer_abort(file);
             return r;
         }
-        /* Its bytes are in the cache's temporary file already: committed after the answer. */
+        /* Its bytes are in the cache's temporary file already, or a local store's are
+         * copied there: either way after the answer. */
         drop_pending_cache();
         g_cache_pending_file = file;
+        if (local && g_conf->cache && g_conf->cache[0]) {
+            g_cache_pending_copy = strdup(version);
+            if (!g_cache_pending_copy)
+                log_warning("out of memory: the last-known-good cache is not updated");
+        }
     } else if (!buf) {
         doc = keydoc_new();
         if (!doc)
