@@ -268,6 +268,19 @@ static store_file_writer *g_cache_pending_file;
  * start). */
 static char *g_cache_pending_copy;
 
+/* There is a last-known-good cache to keep ("cache" is not empty). */
+static bool cache_enabled(void)
+{
+    return g_conf->cache && g_conf->cache[0];
+}
+
+/* A cache write failed: say so once; serving goes on. */
+static void cache_failed(int r, const char *err)
+{
+    log_warning("could not write the last-known-good cache %s: %s", g_conf->cache,
+                err ? err : strerror(-r));
+}
+
 static void drop_pending_cache(void)
 {
     json_decref(g_cache_pending);
@@ -298,7 +311,7 @@ static void flush_cache(void)
     }
     if (file)
         r = store_file_writer_commit(file, &err);
-    else if (!doc || !g_conf->cache || !g_conf->cache[0])
+    else if (!doc || !cache_enabled())
         return;
     else {
         r = keydoc_dump(doc, &buf, &len);
@@ -306,8 +319,7 @@ static void flush_cache(void)
             r = store_write_file_atomic(g_conf->cache, buf, len, 0600, &err);
     }
     if (r < 0)
-        log_warning("could not write the last-known-good cache %s: %s", g_conf->cache,
-                    err ? err : strerror(-r));
+        cache_failed(r, err);
 }
 
 /* A store read that gave no new keystore: keep serving what we have, and say why in
@@ -394,8 +406,7 @@ static int sink_begin(void *userdata)
 /* The cache file failed: the load goes on without it. */
 static void sink_no_cache(load_sink *s, int r, const char *err)
 {
-    log_warning("could not write the last-known-good cache %s: %s", g_conf->cache,
-                err ? err : strerror(-r));
+    cache_failed(r, err);
     store_file_writer_abort(TAKE_PTR(s->file));
     s->cache = false;
 }
@@ -451,16 +462,14 @@ static void copy_store_to_cache(const char *version)
     int r = store_load_stream(g_store, NULL,
                               &(store_sink){.begin = sink_begin, .data = sink_data, .userdata = &sink},
                               &exists, &now, &err);
-    if (r < 0 || !exists || !sink.file || !sink.cache || strcmp(now, version) != 0) {
+    if (r < 0 || !exists || !sink.file || strcmp(now, version) != 0) {
         if (r < 0 && !sink.gave_up)
-            log_warning("could not write the last-known-good cache %s: %s", g_conf->cache,
-                        err ? err : strerror(-r));
+            cache_failed(r, err);
         return; /* sink_no_cache() has said why if the file failed */
     }
     r = store_file_writer_commit(TAKE_PTR(sink.file), &err);
     if (r < 0)
-        log_warning("could not write the last-known-good cache %s: %s", g_conf->cache,
-                    err ? err : strerror(-r));
+        cache_failed(r, err);
 }
 
 /* Reads the store; on a changed document installs it. force: ignore the version we have.
@@ -478,8 +487,7 @@ static int reload(bool force, snapshot **ret_old)
     /* A local store is copied to the cache after the answer; S3 bytes are written as they
      * come, since reading them again would cost a request. */
     bool local = strncmp(store_url(g_store), "s3://", 5) != 0;
-    _cleanup_(load_sink_done) load_sink sink = {.cache = g_conf->cache && g_conf->cache[0] &&
-                                                         !local};
+    _cleanup_(load_sink_done) load_sink sink = {.cache = cache_enabled() && !local};
     bool exists = false;
     keystore *ks = NULL;
     int r = store_load_stream(g_store, if_not,
@@ -522,7 +530,7 @@ static int reload(bool force, snapshot **ret_old)
          * copied there: either way after the answer. */
         drop_pending_cache();
         g_cache_pending_file = file;
-        if (local && g_conf->cache && g_conf->cache[0]) {
+        if (local && cache_enabled()) {
             g_cache_pending_copy = strdup(version);
             if (!g_cache_pending_copy)
                 log_warning("out of memory: the last-known-good cache is not updated");
@@ -587,7 +595,7 @@ static int load_cache(const char *store_error, snapshot **ret_old)
     keystore *ks = NULL;
     size_t len;
 
-    if (!g_conf->cache || !g_conf->cache[0])
+    if (!cache_enabled())
         return -ENOENT;
     int r = stream_cache(&ks, &err);
     if (r == -EBADMSG) {
