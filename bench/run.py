@@ -73,14 +73,9 @@ class Bench:
         return os.path.join(self.b, rel)
 
     def cleanup(self):
-        for p in self.procs:
+        for p in list(self.procs):
             if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    p.kill()
-                    p.wait()
+                self.stop(p)
         self.procs = []
 
     def stop(self, p):
