@@ -27,6 +27,7 @@ struct http_loop {
     h2o_accept_ctx_t accept_ctx;
     h2o_linklist_t conns; /* tracked */
     size_t n_conns;
+    atomic_size_t *load; /* the loop's count of connections, shared with the others */
 };
 
 /* One per connection, to count it and to find its descriptor at drain time. h2o calls
@@ -583,7 +584,7 @@ void http_free(void)
     g_config_inited = false;
 }
 
-http_loop *http_loop_new(h2o_evloop_t *loop)
+http_loop *http_loop_new(h2o_evloop_t *loop, atomic_size_t *load)
 {
     http_loop *hl = calloc(1, sizeof(*hl));
     if (!hl)
@@ -592,6 +593,7 @@ http_loop *http_loop_new(h2o_evloop_t *loop)
     hl->accept_ctx.ctx = &hl->ctx;
     hl->accept_ctx.hosts = g_config.hosts;
     h2o_linklist_init_anchor(&hl->conns);
+    hl->load = load;
     return hl;
 }
 
@@ -612,6 +614,7 @@ static void on_conn_close(void *data)
     tracked *t = data;
     h2o_linklist_unlink(&t->link);
     t->hl->n_conns--;
+    atomic_fetch_sub_explicit(t->hl->load, 1, memory_order_relaxed);
     free(t);
 }
 
@@ -620,6 +623,7 @@ void http_accept(http_loop *hl, h2o_socket_t *sock)
     tracked *t = calloc(1, sizeof(*t));
     if (!t) {
         h2o_socket_close(sock);
+        atomic_fetch_sub_explicit(hl->load, 1, memory_order_relaxed);
         return;
     }
     t->hl = hl;

@@ -2,6 +2,7 @@
  * h2o configuration for the process; one h2o context per loop that has an HTTP listener. */
 #pragma once
 
+#include <stdatomic.h>
 #include <stddef.h>
 
 #include <h2o.h>
@@ -20,11 +21,12 @@ typedef struct http_loop http_loop;
 int http_init(const conf *c);
 void http_free(void);
 
-/* The HTTP side of one serving loop; on the loop's own thread. NULL on OOM. */
-http_loop *http_loop_new(h2o_evloop_t *loop);
+/* The HTTP side of one serving loop; on the loop's own thread. A closed connection takes one
+ * from *load (the loop counts what it serves there). NULL on OOM. */
+http_loop *http_loop_new(h2o_evloop_t *loop, atomic_size_t *load);
 /* Frees hl; only once it has no connections left. NULL is fine. */
 void http_loop_free(http_loop *hl);
-/* Serves a new connection. */
+/* Serves a new connection, already counted in *load. */
 void http_accept(http_loop *hl, h2o_socket_t *sock);
 /* Open connections (for the cap and the drain). */
 size_t http_loop_conns(const http_loop *hl);

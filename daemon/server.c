@@ -1,5 +1,7 @@
 /* server: the serving loops. One h2o evloop per worker thread, every worker accepting on
- * every listening socket; each Varlink connection is an h2o_socket_t with an idle timeout.
+ * every listening socket and handing each new connection to the loop that serves the fewest
+ * (the kernel wakes one loop for a burst of connections, which would otherwise get them
+ * all); each Varlink connection is an h2o_socket_t with an idle timeout.
  * Calls are framed, checked against the socket and the peer, and dispatched through the
  * interface tables; replies go out in call order. Admin writes are handed to the store
  * thread and the connection waits for the answer without blocking its loop. */
@@ -59,6 +61,11 @@ struct worker {
     h2o_multithread_receiver_t stop_receiver;
     h2o_multithread_message_t stop_message;
     h2o_multithread_receiver_t wake_receiver;
+    h2o_multithread_receiver_t handoff_receiver;
+    /* Connections this loop serves or has been handed (Varlink and HTTP): other loops read
+     * it to choose where a new connection goes. */
+    atomic_size_t load;
+    atomic_bool serving; /* its loop is set up: it may be handed connections */
     atomic_bool exited;
     _Atomic uint64_t heartbeat_ms; /* CLOCK_MONOTONIC at the end of the last iteration */
     int init_r;
@@ -104,6 +111,13 @@ struct call_ctx {
     bool more;
     bool answered;
 };
+
+/* A new connection on its way from the loop that accepted it to the one that serves it. */
+typedef struct handoff {
+    h2o_multithread_message_t super;
+    h2o_socket_export_t sock;
+    sock_kind kind;
+} handoff;
 
 /* A job's trip back from the store thread to the loop that submitted it. */
 typedef struct pending {
@@ -509,6 +523,7 @@ static void conn_close(conn *c)
         h2o_timeout_unlink(&c->idle_entry);
     h2o_linklist_unlink(&c->link);
     c->w->n_conns--;
+    atomic_fetch_sub_explicit(&c->w->load, 1, memory_order_relaxed);
     /* The message bytes may hold a key: wipe what is left unread. */
     if (c->sock->input && c->sock->input->size)
         secret_wipe(c->sock->input->bytes, c->sock->input->size);
@@ -660,6 +675,7 @@ static void conn_new(worker *w, h2o_socket_t *sock, sock_kind kind)
     if (!c || getsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
         free(c);
         h2o_socket_close(sock);
+        atomic_fetch_sub_explicit(&w->load, 1, memory_order_relaxed);
         return;
     }
     c->w = w;
@@ -676,24 +692,79 @@ static void conn_new(worker *w, h2o_socket_t *sock, sock_kind kind)
     h2o_socket_read_start(sock, on_read);
 }
 
+/* Serves a new connection on w, the loop of this thread. */
+static void serve(worker *w, h2o_socket_t *sock, sock_kind kind)
+{
+    if (kind == SOCK_HTTP)
+        http_accept(w->http, sock);
+    else
+        conn_new(w, sock, kind);
+}
+
+/* The loop with the fewest connections, self on a tie; it is counted as having one more. */
+static worker *choose_loop(worker *self)
+{
+    worker *best = self;
+    size_t least = atomic_load_explicit(&self->load, memory_order_relaxed);
+    for (size_t i = 0; i < g_conf->threads && least > 0; i++) {
+        size_t n = atomic_load_explicit(&g_workers[i].load, memory_order_relaxed);
+        if (n < least && atomic_load_explicit(&g_workers[i].serving, memory_order_acquire) &&
+            !atomic_load_explicit(&g_workers[i].exited, memory_order_relaxed)) {
+            best = &g_workers[i];
+            least = n;
+        }
+    }
+    atomic_fetch_add_explicit(&best->load, 1, memory_order_relaxed);
+    return best;
+}
+
 static void on_accept(h2o_socket_t *lsock, const char *err)
 {
     listener *l = lsock->data;
+    worker *w = l->w;
     if (err)
         return;
     for (int i = 0; i < ACCEPT_BATCH; i++) {
         h2o_socket_t *sock = h2o_evloop_socket_accept(lsock);
         if (!sock)
             break;
-        if (l->w->n_conns + http_loop_conns(l->w->http) >= MAX_CONNS_PER_WORKER ||
-            l->w->stopping) {
+        worker *to = choose_loop(w);
+        if (atomic_load_explicit(&to->load, memory_order_relaxed) > MAX_CONNS_PER_WORKER ||
+            w->stopping) {
             h2o_socket_close(sock);
+            atomic_fetch_sub_explicit(&to->load, 1, memory_order_relaxed);
             continue;
         }
-        if (l->kind == SOCK_HTTP)
-            http_accept(l->w->http, sock);
-        else
-            conn_new(l->w, sock, l->kind);
+        if (to == w) {
+            serve(w, sock, l->kind);
+            continue;
+        }
+        handoff *h = calloc(1, sizeof(*h));
+        if (!h || h2o_socket_export(sock, &h->sock) < 0) {
+            if (!h)
+                h2o_socket_close(sock);
+            free(h);
+            atomic_fetch_sub_explicit(&to->load, 1, memory_order_relaxed);
+            continue;
+        }
+        h->kind = l->kind;
+        h2o_multithread_send_message(&to->handoff_receiver, &h->super);
+    }
+}
+
+/* Connections other loops accepted for this one; a stopping loop closes them. */
+static void on_handoff(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    worker *w = H2O_STRUCT_FROM_MEMBER(worker, handoff_receiver, receiver);
+    while (!h2o_linklist_is_empty(messages)) {
+        handoff *h = H2O_STRUCT_FROM_MEMBER(handoff, super.link, messages->next);
+        h2o_linklist_unlink(&h->super.link);
+        if (w->stopping) {
+            h2o_socket_dispose_export(&h->sock);
+            atomic_fetch_sub_explicit(&w->load, 1, memory_order_relaxed);
+        } else
+            serve(w, h2o_socket_import(w->loop, &h->sock), h->kind);
+        free(h);
     }
 }
 
@@ -839,6 +910,8 @@ static void *worker_main(void *arg)
     t_worker = w;
     atomic_store(&w->heartbeat_ms, (uint64_t)timeutil_monotonic_ms());
     w->init_r = worker_init(w, g_lfds, g_n_lfds);
+    if (w->init_r >= 0)
+        atomic_store_explicit(&w->serving, true, memory_order_release);
     phase_count(&g_n_started);
     if (w->init_r < 0)
         return NULL;
@@ -891,6 +964,7 @@ static int worker_init(worker *w, const listen_fd *lfds, size_t n)
     h2o_multithread_register_receiver(w->queue, &w->jobs_receiver, on_jobs_done);
     h2o_multithread_register_receiver(w->queue, &w->stop_receiver, on_stop);
     h2o_multithread_register_receiver(w->queue, &w->wake_receiver, on_wake);
+    h2o_multithread_register_receiver(w->queue, &w->handoff_receiver, on_handoff);
     h2o_timeout_init(w->loop, &w->idle_timeout, (uint64_t)g_conf->idle_timeout_ms);
     h2o_linklist_init_anchor(&w->conns);
     if (metrics_thread_init() < 0)
@@ -900,7 +974,7 @@ static int worker_init(worker *w, const listen_fd *lfds, size_t n)
         return -ENOMEM;
     for (size_t i = 0; i < n; i++)
         if (lfds[i].kind == SOCK_HTTP && !w->http) {
-            w->http = http_loop_new(w->loop);
+            w->http = http_loop_new(w->loop, &w->load);
             if (!w->http)
                 return -ENOMEM;
         }
@@ -969,12 +1043,14 @@ static void worker_teardown(worker *w)
     h2o_evloop_run(w->loop, 0);
     if (w->n_pending > 0 || http_loop_conns(w->http) > 0 ||
         !h2o_linklist_is_empty(&w->jobs_receiver._messages) ||
-        !h2o_linklist_is_empty(&w->wake_receiver._messages))
+        !h2o_linklist_is_empty(&w->wake_receiver._messages) ||
+        !h2o_linklist_is_empty(&w->handoff_receiver._messages))
         return; /* an answer never came back: leave the loop to the process's exit */
     http_loop_free(w->http);
     h2o_multithread_unregister_receiver(w->queue, &w->jobs_receiver);
     h2o_multithread_unregister_receiver(w->queue, &w->stop_receiver);
     h2o_multithread_unregister_receiver(w->queue, &w->wake_receiver);
+    h2o_multithread_unregister_receiver(w->queue, &w->handoff_receiver);
     h2o_multithread_destroy_queue(w->queue);
     h2o_timeout_dispose(w->loop, &w->idle_timeout);
     free(w->listeners);

@@ -379,3 +379,42 @@ def test_client_gone_mid_stream(daemon):
         c.close()  # without reading a single reply
     assert len(daemon.list_keys()) == 20
     assert daemon.proc.poll() is None
+
+
+def loop_runtimes(pid):
+    """Nanoseconds on CPU of each serving loop thread (heare-loop-N) of pid."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/comm") as f:
+            name = f.read().strip()
+        if name.startswith("heare-loop-"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                out[name] = int(f.read().split()[0])
+    return out
+
+
+def test_connections_spread_over_the_loops(daemon):
+    """A burst of connections wakes one loop, which accepts them all: each must still be
+    served by the loop with the fewest, so that both loops (--threads 2) share the work."""
+    _, secret = daemon.create("spread")
+    conns = [daemon.connect("verify") for _ in range(8)]
+    try:
+        before = loop_runtimes(daemon.proc.pid)
+        assert len(before) == 2, before
+        batch = (json.dumps({"method": VERIFY, "parameters": {"key": secret}}).encode()
+                 + b"\0") * 250
+        for _ in range(6):
+            for c in conns:
+                c.send_raw(batch)
+            for c in conns:
+                for _ in range(250):
+                    assert ok(c.recv())["code"] == "VALID"
+        after = loop_runtimes(daemon.proc.pid)
+    finally:
+        for c in conns:
+            c.close()
+    used = {k: after[k] - before[k] for k in before}
+    total = sum(used.values())
+    assert total > 0
+    for name, ns in used.items():
+        assert ns >= 0.2 * total, f"{name} served {ns / total:.0%} of the work: {used}"
