@@ -2,14 +2,16 @@
  * socket (AF_UNIX stream) with the same framing (NUL-terminated messages) and answers every
  * message with one fixed reply of the size of a real Verify answer: no parsing, no lookup,
  * no logging. Like heare-authd it runs one thread per CPU, each with its own epoll set and
- * its own descriptor of the shared listening socket, so the kernel spreads connections
- * across threads; it reads whatever has arrived, answers every complete message in it with
- * one write, and so pays only the system calls the daemon cannot avoid either. */
+ * its own descriptor of the shared listening socket, and places each new connection on the
+ * thread that serves the fewest (whichever thread accepts it); it reads whatever has
+ * arrived, answers every complete message in it with one write, and so pays only the
+ * system calls the daemon cannot avoid either. */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,7 +37,13 @@ typedef struct conn {
     char *out;
     size_t out_len, out_off;
     int want_out;
+    int owner; /* the thread whose epoll set has it */
 } conn;
+
+#define THREADS_MAX 256
+static int g_ep[THREADS_MAX];
+static atomic_size_t g_load[THREADS_MAX];
+static long g_threads;
 
 static int g_listen_fd;
 static const char *g_reply = default_reply;
@@ -45,6 +53,7 @@ static void conn_close(int ep, conn *c)
 {
     epoll_ctl(ep, EPOLL_CTL_DEL, c->fd, NULL);
     close(c->fd);
+    atomic_fetch_sub(&g_load[c->owner], 1);
     free(c->out);
     free(c);
 }
@@ -107,12 +116,28 @@ static int conn_read(int ep, conn *c)
     return conn_flush(ep, c);
 }
 
+/* The thread with the fewest connections, self on a tie, counted as having one more. */
+static int choose_thread(int self)
+{
+    int best = self;
+    size_t least = atomic_load(&g_load[self]);
+    for (int i = 0; i < g_threads && least > 0; i++) {
+        size_t n = atomic_load(&g_load[i]);
+        if (n < least) {
+            best = i;
+            least = n;
+        }
+    }
+    atomic_fetch_add(&g_load[best], 1);
+    return best;
+}
+
 static void *worker_main(void *arg)
 {
-    (void)arg;
-    int ep = epoll_create1(EPOLL_CLOEXEC);
+    int self = (int)(long)arg;
+    int ep = g_ep[self];
     int lfd = fcntl(g_listen_fd, F_DUPFD_CLOEXEC, 3);
-    if (ep < 0 || lfd < 0) {
+    if (lfd < 0) {
         perror("floor: epoll");
         exit(1);
     }
@@ -138,8 +163,9 @@ static void *worker_main(void *arg)
                     c->in_len = c->out_len = c->out_off = 0;
                     c->want_out = 0;
                     c->out = out;
+                    c->owner = choose_thread(self);
                     struct epoll_event ev = {.events = EPOLLIN, .data.ptr = c};
-                    epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+                    epoll_ctl(g_ep[c->owner], EPOLL_CTL_ADD, fd, &ev);
                 }
                 continue;
             }
@@ -170,7 +196,7 @@ int main(int argc, char **argv)
             return ch == 'h' ? 0 : 2;
         }
     }
-    if (!path || threads < 1 || threads > 256) {
+    if (!path || threads < 1 || threads > THREADS_MAX) {
         fprintf(stderr, "usage: floor -s SOCKET [-T THREADS] [-r REPLY]\n");
         return 2;
     }
@@ -190,9 +216,15 @@ int main(int argc, char **argv)
         fprintf(stderr, "floor: %s: %s\n", path, strerror(errno));
         return 1;
     }
+    g_threads = threads;
+    for (long i = 0; i < threads; i++)
+        if ((g_ep[i] = epoll_create1(EPOLL_CLOEXEC)) < 0) {
+            perror("floor: epoll");
+            return 1;
+        }
     pthread_t tid;
     for (long i = 1; i < threads; i++)
-        pthread_create(&tid, NULL, worker_main, NULL);
-    worker_main(NULL);
+        pthread_create(&tid, NULL, worker_main, (void *)i);
+    worker_main((void *)0L);
     return 0;
 }
