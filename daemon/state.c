@@ -367,8 +367,13 @@ static int install(json_t *doc, bool from_cache, const char *why, snapshot **ret
 }
 
 /* A store read fed to keyload as it arrives, and to the cache file once the document has
- * shown itself a version-2 one (a version-1 file's plaintext secrets never reach the
- * cache). Bytes that come before that are held, up to HOLD_MAX. */
+ * shown itself a version-2 one. Bytes that come before that are held, up to HOLD_MAX. A
+ * version-1 document's bytes (plaintext secrets) never reach the cache: what is held is
+ * wiped, and keyload writes its converted version-2 rendering to the cache instead.
+ *
+ * Plaintext on the way: the file store's read buffer and store_load()'s buffer are wiped
+ * when freed, as are the bytes held here and every block yajl allocates. libcurl's own
+ * receive buffers (an S3 store) are out of our reach, as they are for the tree path. */
 #define HOLD_MAX (1024 * 1024)
 
 typedef struct load_sink {
@@ -381,13 +386,73 @@ typedef struct load_sink {
     size_t held_len;
 } load_sink;
 
+/* The cache file failed: the load goes on without it. */
+static void sink_no_cache(load_sink *s, int r, const char *err)
+{
+    cache_failed(r, err);
+    store_file_writer_abort(TAKE_PTR(s->file));
+    s->cache = false;
+}
+
+/* Wipes and frees what is held. */
+static void sink_drop_held(load_sink *s)
+{
+    secret_wipe(s->held, s->held_len);
+    s->held = mfree(s->held);
+    s->held_len = 0;
+}
+
+/* Appends to what is held, never leaving a copy behind in freed memory. */
+static int sink_hold(load_sink *s, const char *buf, size_t len)
+{
+    char *h = malloc(s->held_len + len);
+    if (!h)
+        return -ENOMEM;
+    if (s->held_len > 0)
+        memcpy(h, s->held, s->held_len);
+    memcpy(h + s->held_len, buf, len);
+    len += s->held_len;
+    sink_drop_held(s);
+    s->held = h;
+    s->held_len = len;
+    return 0;
+}
+
+/* Opens the cache's temporary file for a document that may go there. */
+static int sink_open_file(load_sink *s)
+{
+    _cleanup_free_ char *err = NULL;
+    if (s->file)
+        return 0;
+    /* A newer document supersedes a copy still waiting, and takes its temporary file. */
+    drop_pending_cache();
+    int r = store_file_writer_open(g_conf->cache, 0600, &s->file, &err);
+    if (r < 0)
+        sink_no_cache(s, r, err);
+    return r;
+}
+
+/* keyload's converted rendering of a version-1 document, for the cache. A failed cache
+ * write does not fail the load. */
+static int sink_output(void *userdata, const char *buf, size_t len)
+{
+    load_sink *s = userdata;
+    _cleanup_free_ char *err = NULL;
+
+    if (!s->cache || sink_open_file(s) < 0)
+        return 0;
+    int r = store_file_writer_write(s->file, buf, len, &err);
+    if (r < 0)
+        sink_no_cache(s, r, err);
+    return 0;
+}
+
 static void load_sink_done(load_sink *s)
 {
     keyload_free(s->l);
     store_file_writer_abort(s->file);
     /* What was held may be a version-1 document's plaintext. */
-    secret_wipe(s->held, s->held_len);
-    free(s->held);
+    sink_drop_held(s);
     *s = (load_sink){0};
 }
 
@@ -397,18 +462,17 @@ static int sink_begin(void *userdata)
     keyload_free(s->l);
     s->l = NULL;
     store_file_writer_abort(TAKE_PTR(s->file));
-    secret_wipe(s->held, s->held_len);
-    s->held_len = 0;
+    sink_drop_held(s);
     s->gave_up = false;
-    return keyload_new(g_generation + 1, &s->l);
-}
-
-/* The cache file failed: the load goes on without it. */
-static void sink_no_cache(load_sink *s, int r, const char *err)
-{
-    cache_failed(r, err);
-    store_file_writer_abort(TAKE_PTR(s->file));
-    s->cache = false;
+    /* A copy only converts (the keystore is built already); a load that caches converts
+     * a version-1 document into the cache file as it goes. */
+    return keyload_new_with(g_generation + 1,
+                            &(keyload_options){
+                                .write = s->cache ? sink_output : NULL,
+                                .userdata = s,
+                                .convert_only = s->copy_only,
+                            },
+                            &s->l);
 }
 
 static int sink_data(void *userdata, const char *buf, size_t len)
@@ -419,30 +483,28 @@ static int sink_data(void *userdata, const char *buf, size_t len)
         s->gave_up = true;
     if (r < 0 || !s->cache)
         return r;
+    if (keyload_is_v1(s->l)) {
+        /* Plaintext: its converted rendering goes to the cache (sink_output), never this. */
+        sink_drop_held(s);
+        return 0;
+    }
     if (!keyload_is_v2(s->l)) {
         if (s->held_len + len > HOLD_MAX) {
             s->gave_up = true; /* an odd document: the tree path reads it again */
             return -EBADMSG;
         }
-        char *h = realloc(s->held, s->held_len + len);
-        if (!h)
-            return -ENOMEM;
-        memcpy(h + s->held_len, buf, len);
-        s->held = h;
-        s->held_len += len;
-        return 0;
+        return sink_hold(s, buf, len);
     }
     _cleanup_free_ char *err = NULL;
-    if (!s->file) {
-        /* A newer document supersedes a copy still waiting, and takes its temporary file. */
-        drop_pending_cache();
-        r = store_file_writer_open(g_conf->cache, 0600, &s->file, &err);
-        if (r >= 0 && s->held_len > 0)
-            r = store_file_writer_write(s->file, s->held, s->held_len, &err);
-        s->held = mfree(s->held);
-        s->held_len = 0;
-    } else
-        r = 0;
+    bool opened = !s->file;
+    if (sink_open_file(s) < 0) {
+        sink_drop_held(s);
+        return 0;
+    }
+    r = 0;
+    if (opened && s->held_len > 0)
+        r = store_file_writer_write(s->file, s->held, s->held_len, &err);
+    sink_drop_held(s);
     if (r >= 0)
         r = store_file_writer_write(s->file, buf, len, &err);
     if (r < 0)
@@ -452,7 +514,8 @@ static int sink_data(void *userdata, const char *buf, size_t len)
 
 /* Copies the local store's document to the cache file if it still has the version that
  * was loaded; a newer one is cached by the load that will follow it. The copy holds its
- * bytes until they show a version-2 document, like a streamed load. */
+ * bytes until they show a version-2 document, like a streamed load; a version-1 one is
+ * read through a keyload that only converts it, into the cache file. */
 static void copy_store_to_cache(const char *version)
 {
     _cleanup_(load_sink_done) load_sink sink = {.cache = true, .copy_only = true};
@@ -462,6 +525,11 @@ static void copy_store_to_cache(const char *version)
     int r = store_load_stream(g_store, NULL,
                               &(store_sink){.begin = sink_begin, .data = sink_data, .userdata = &sink},
                               &exists, &now, &err);
+    if (r >= 0 && exists && keyload_is_v1(sink.l)) {
+        r = keyload_finish(sink.l, NULL); /* the rest of the converted rendering */
+        if (r == -EBADMSG)
+            sink.gave_up = true; /* not the document that loaded */
+    }
     if (r < 0 || !exists || !sink.file || strcmp(now, version) != 0) {
         if (r < 0 && !sink.gave_up)
             cache_failed(r, err);
@@ -497,6 +565,7 @@ static int reload(bool force, snapshot **ret_old)
         r = keyload_finish(sink.l, &ks);
         if (r == -EBADMSG)
             sink.gave_up = true;
+        was_v1 = r == 0 && keyload_is_v1(sink.l);
     }
     if (sink.gave_up) {
         /* Not for the fast path: read it again, whole, for keydoc_parse(). */

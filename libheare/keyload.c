@@ -1,6 +1,9 @@
-/* keyload: a keystore from a version-2 keys.json read as a stream of yajl events. Every
- * event goes through one function, step(), that knows where in the document it is. */
+/* keyload: a keystore from a keys.json (version 2, or version 1 converted on the way)
+ * read as a stream of yajl events. Every event goes through one function, step(), that
+ * knows where in the document it is. */
 #include <errno.h>
+#include <stdalign.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +27,8 @@
 /* An object in metadata with more members than this is left to jansson too: duplicate
  * names are looked for by a linear search. */
 #define META_MEMBERS_MAX 64
+/* The converted output is handed to the write callback in pieces of about this size. */
+#define OUT_FLUSH (64 * 1024)
 
 typedef enum ev_type {
     EV_NULL,
@@ -74,6 +79,7 @@ typedef enum where {
     W_SECRET_SHA256,
     W_SECRET_CREATED,
     W_SECRET_EXPIRES,
+    W_SECRET_PLAIN, /* a version-1 key's "secret" */
     W_SKIP, /* inside a value nobody reads */
     W_END,  /* after the document */
 } where;
@@ -93,7 +99,9 @@ enum {
     K_DISABLED = 1 << 6,
     K_RATE = 1 << 7,
     K_SECRETS = 1 << 8,
+    K_SECRET = 1 << 9, /* version 1 */
     K_REQUIRED = K_ID | K_NAME | K_CREATED | K_METADATA | K_SCOPES | K_DISABLED | K_SECRETS,
+    K_V1_REQUIRED = K_ID | K_NAME | K_CREATED | K_SECRET,
 };
 enum {
     S_SHA256 = 1 << 0,
@@ -111,10 +119,12 @@ typedef struct meta_frame {
 
 struct keyload {
     yajl_handle yajl;
-    keystore *ks;
+    keyload_options opts;
+    keystore *ks; /* NULL with convert_only */
     int error; /* why a callback stopped the parse */
     where at;
-    bool v2;
+    bool v2, v1;
+    bool top_other; /* a top-level member other than "version" came before "keys" */
     unsigned top_seen, key_seen, sub_seen;
     /* W_SKIP */
     unsigned skip_depth;
@@ -127,8 +137,9 @@ struct keyload {
     keystore_entry e;
     uint8_t digest[SECRET_DIGEST_LEN];
     int64_t secret_expires;
-    keystore_text tmp; /* a NUL-terminated copy for the parsers that want one */
+    keystore_text tmp; /* a NUL-terminated copy for the parsers that want one; never a secret */
     size_t n_keys;
+    keystore_text out; /* converted output not written yet (digests only, no plaintext) */
     /* A backslash escape cut by the end of a chunk: how far into "\ud8" it got. */
     unsigned escape;
 };
@@ -151,27 +162,49 @@ static bool is(const ev *e, const char *name)
     return e->len == strlen(name) && memcmp(e->s, name, e->len) == 0;
 }
 
+/* The length of the UTF-8 sequence at s[0..len) if it is one jansson accepts (RFC 3629:
+ * no overlong forms, no surrogates, nothing above U+10FFFF), else 0. */
+static size_t utf8_sequence(const unsigned char *s, size_t len)
+{
+    size_t n;
+    uint32_t c;
+
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf)
+        n = 2, c = s[0] & 0x1f;
+    else if (s[0] >= 0xe0 && s[0] <= 0xef)
+        n = 3, c = s[0] & 0x0f;
+    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+        n = 4, c = s[0] & 0x07;
+    else
+        return 0;
+    if (len < n)
+        return 0;
+    for (size_t i = 1; i < n; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        c = (c << 6) | (s[i] & 0x3f);
+    }
+    if ((n == 3 && c < 0x800) || (n == 4 && c < 0x10000) || c > 0x10ffff ||
+        (c >= 0xd800 && c <= 0xdfff))
+        return 0;
+    return n;
+}
+
 /* jansson refuses a NUL in a string and bytes that are not UTF-8; yajl lets a NUL (\u0000)
- * through and checks UTF-8 more loosely. So the rare string with a byte above 0x7f is
- * checked by jansson itself. */
+ * through and checks UTF-8 more loosely. So strings are checked again here, the way
+ * jansson checks them, without a copy (a string may be a version-1 secret). */
 static bool string_ok(const char *s, size_t len)
 {
-    bool ascii = true;
-
     /* The usual string is all printable ASCII: eight bytes at a time. */
-    if (ascii_plain_span(s, len) == len)
-        return true;
-    for (size_t i = 0; i < len; i++) {
-        if (s[i] == 0)
+    size_t i = ascii_plain_span(s, len);
+
+    while (i < len) {
+        size_t n = utf8_sequence((const unsigned char *)s + i, len - i);
+        if (n == 0 || s[i] == 0)
             return false;
-        if ((unsigned char)s[i] >= 0x80)
-            ascii = false;
-    }
-    if (!ascii) {
-        json_t *j = json_stringn(s, len);
-        if (!j)
-            return false;
-        json_decref(j);
+        i += n;
     }
     return true;
 }
@@ -211,6 +244,25 @@ static int time_member(keyload *l, const ev *e, keystore_text *text, int64_t *re
     if (ret)
         *ret = t;
     l->at = next;
+    return 1;
+}
+
+/* A version-1 key's "created_at": read leniently (Python's isoformat() of a naive time has
+ * no zone) and written back as version 2 has it, as keydoc_parse() converts it. */
+static int created_v1(keyload *l, const ev *e)
+{
+    char created[TIMEUTIL_RFC3339_LEN + 1];
+    int64_t t;
+
+    if (e->type != EV_STRING)
+        return give_up(l);
+    if (text_set(&l->tmp, e->s, e->len) < 0)
+        return oom(l);
+    if (timeutil_parse_rfc3339(l->tmp.s, true, &t) < 0 || timeutil_format_rfc3339(t, created) < 0)
+        return give_up(l);
+    if (text_set(&l->e.created_at, created, strlen(created)) < 0)
+        return oom(l);
+    l->at = W_KEY;
     return 1;
 }
 
@@ -343,26 +395,114 @@ static int step_meta(keyload *l, const ev *e)
     }
 }
 
-static int end_key(keyload *l)
+/* Hands the converted output over to the write callback. */
+static int out_flush(keyload *l)
 {
     int r;
 
-    if ((l->key_seen & K_REQUIRED) != K_REQUIRED || l->e.n_secrets == 0)
-        return give_up(l);
-    r = keystore_add(l->ks, &l->e, NULL);
-    if (r == -ENOMEM)
+    if (l->out.len == 0)
+        return 1;
+    r = l->opts.write(l->opts.userdata, l->out.s, l->out.len);
+    l->out.len = 0;
+    if (r < 0) {
+        l->error = r;
+        return 0;
+    }
+    return 1;
+}
+
+static int out_put(keyload *l, const char *s)
+{
+    return keystore_text_put(&l->out, s, strlen(s)) < 0 ? oom(l) : 1;
+}
+
+static int out_string(keyload *l, const keystore_text *t)
+{
+    return keystore_text_put_string(&l->out, t->s, t->len) < 0 ? oom(l) : 1;
+}
+
+static bool converting(const keyload *l)
+{
+    return l->v1 && l->opts.write;
+}
+
+/* Writes the version-2 form of the version-1 key just read: every member a version-2 key
+ * has, its one secret created with the key and never expiring. */
+static int out_key(keyload *l)
+{
+    const keystore_entry *k = &l->e;
+    char hex[SECRET_HEX_LEN + 1];
+
+    secret_hex(l->digest, hex);
+    if (!out_put(l, l->n_keys > 0 ? ",\n{\"id\":" : "{\"id\":") || !out_string(l, &k->id) ||
+        !out_put(l, ",\"name\":") || !out_string(l, &k->name) ||
+        !out_put(l, ",\"created_at\":") || !out_string(l, &k->created_at) ||
+        !out_put(l, ",\"metadata\":"))
+        return 0;
+    if (keystore_text_put(&l->out, k->metadata.s, k->metadata.len) < 0)
         return oom(l);
-    if (r < 0)
+    if (!out_put(l, ",\"scopes\":[],\"expires_at\":null,\"disabled\":false,"
+                    "\"rate_limit\":null,\"secrets\":[{\"sha256\":\"") ||
+        !out_put(l, hex) || !out_put(l, "\",\"created_at\":") || !out_string(l, &k->created_at) ||
+        !out_put(l, ",\"expires_at\":null}]}"))
+        return 0;
+    return l->out.len >= OUT_FLUSH ? out_flush(l) : 1;
+}
+
+static int end_key(keyload *l)
+{
+    keystore_entry *k = &l->e;
+    int r;
+
+    if (l->v1) {
+        if ((l->key_seen & K_V1_REQUIRED) != K_V1_REQUIRED)
+            return give_up(l);
+        /* Absent, like null, is an empty object. */
+        if (!(l->key_seen & K_METADATA) && text_set(&k->metadata, "{}", 2) < 0)
+            return oom(l);
+        if (keystore_entry_add_secret(k, l->digest, NEVER) < 0)
+            return oom(l);
+        if (converting(l) && !out_key(l))
+            return 0;
+    } else if ((l->key_seen & K_REQUIRED) != K_REQUIRED || k->n_secrets == 0)
         return give_up(l);
+    if (l->ks) {
+        r = keystore_add(l->ks, k, NULL);
+        if (r == -ENOMEM)
+            return oom(l);
+        if (r < 0)
+            return give_up(l);
+    }
     l->n_keys++;
     l->at = W_KEYS_ITEM;
     return 1;
+}
+
+/* A version-1 key has these members and no other: the tree path keeps any other member,
+ * which the conversion here would lose. */
+static int key_member_v1(keyload *l, const ev *e)
+{
+    unsigned *s = &l->key_seen;
+
+    if (is(e, "id"))
+        return member(l, s, K_ID, W_ID);
+    if (is(e, "secret"))
+        return member(l, s, K_SECRET, W_SECRET_PLAIN);
+    if (is(e, "name"))
+        return member(l, s, K_NAME, W_NAME);
+    if (is(e, "created_at"))
+        return member(l, s, K_CREATED, W_CREATED);
+    if (is(e, "metadata"))
+        return member(l, s, K_METADATA, W_METADATA);
+    return give_up(l);
 }
 
 static int key_member(keyload *l, const ev *e)
 {
     unsigned *s = &l->key_seen;
 
+    if (l->v1)
+        return key_member_v1(l, e);
     if (is(e, "id"))
         return member(l, s, K_ID, W_ID);
     if (is(e, "name"))
@@ -423,29 +563,51 @@ static int step(keyload *l, const ev *e)
         return 1;
     case W_TOP:
         if (e->type == EV_END_MAP) {
-            if ((l->top_seen & (M_VERSION | M_KEYS)) != (M_VERSION | M_KEYS))
+            if (!(l->top_seen & M_KEYS) || (l->v2 && !(l->top_seen & M_VERSION)))
                 return give_up(l);
+            if (converting(l) && !out_put(l, "\n]}\n"))
+                return 0;
+            /* The rest is ours to read: yajl takes a string still open at the end for
+             * whitespace after the document (jansson refuses it). */
             l->at = W_END;
-            return 1;
+            return 0;
         }
-        if (is(e, "version"))
-            return member(l, &l->top_seen, M_VERSION, W_VERSION);
-        if (is(e, "keys")) {
-            /* Keys before the version could be version-1 keys, with plaintext. */
-            if (!l->v2)
+        if (is(e, "version")) {
+            /* After the keys of a document without one: version 1 only if it says so,
+             * which is for the tree path to find out. */
+            if (l->top_seen & M_KEYS)
                 return give_up(l);
+            return member(l, &l->top_seen, M_VERSION, W_VERSION);
+        }
+        if (is(e, "keys")) {
+            if (!l->v2) {
+                /* No "version" before the keys, or 1: a version-1 document, which has
+                 * nothing else the conversion could keep. */
+                if (l->top_other)
+                    return give_up(l);
+                l->v1 = true;
+            }
             return member(l, &l->top_seen, M_KEYS, W_KEYS);
         }
+        if (l->v1)
+            return give_up(l);
+        if (!l->v2)
+            l->top_other = true;
         return skip_value(l, W_TOP);
     case W_VERSION:
-        if (e->type != EV_INT || e->i != 2)
+        if (e->type != EV_INT || (e->i != 1 && e->i != 2))
             return give_up(l);
-        l->v2 = true;
+        l->v2 = e->i == 2;
+        l->v1 = e->i == 1;
+        if (l->v1 && l->top_other)
+            return give_up(l);
         l->at = W_TOP;
         return 1;
     case W_KEYS:
         if (e->type != EV_ARRAY)
             return give_up(l);
+        if (converting(l) && !out_put(l, "{\"version\":2,\"keys\":[\n"))
+            return 0;
         l->at = W_KEYS_ITEM;
         return 1;
     case W_KEYS_ITEM:
@@ -481,6 +643,8 @@ static int step(keyload *l, const ev *e)
         l->at = W_KEY;
         return 1;
     case W_CREATED:
+        if (l->v1)
+            return created_v1(l, e);
         return time_member(l, e, &k->created_at, NULL, W_KEY);
     case W_EXPIRES:
         if (e->type == EV_NULL) {
@@ -497,6 +661,13 @@ static int step(keyload *l, const ev *e)
         l->at = W_KEY;
         return 1;
     case W_METADATA:
+        if (l->v1 && e->type == EV_NULL) {
+            /* The Python service writes null for a key created without metadata. */
+            if (text_set(&k->metadata, "{}", 2) < 0)
+                return oom(l);
+            l->at = W_KEY;
+            return 1;
+        }
         if (e->type != EV_MAP)
             return give_up(l);
         k->metadata.len = 0;
@@ -592,6 +763,14 @@ static int step(keyload *l, const ev *e)
         l->at = W_SECRET;
         return 1;
     }
+    case W_SECRET_PLAIN:
+        /* Hashed where yajl has it (the caller's chunk, or yajl's own buffer, wiped when
+         * freed); only the digest is kept. string_ok() above copied nothing. */
+        if (e->type != EV_STRING || e->len == 0)
+            return give_up(l);
+        secret_digest(e->s, e->len, l->digest);
+        l->at = W_KEY;
+        return 1;
     case W_SECRET_CREATED:
         return time_member(l, e, NULL, NULL, W_SECRET);
     case W_SECRET_EXPIRES:
@@ -671,20 +850,94 @@ static const yajl_callbacks callbacks = {
     .yajl_end_array = on_end_array,
 };
 
-int keyload_new(uint64_t generation, keyload **ret)
+/* yajl's allocator: every block remembers its size and is wiped before it is freed, or
+ * left behind by a realloc. yajl copies into its own blocks a token cut by the end of a
+ * chunk and every string with an escape, so a version-1 secret may sit in them. */
+#define BLOCK_HEADER alignof(max_align_t)
+
+static void *wiping_malloc(void *ctx, size_t n)
+{
+    char *b;
+
+    if (n > SIZE_MAX - BLOCK_HEADER)
+        return NULL;
+    b = malloc(BLOCK_HEADER + n);
+    if (!b)
+        return NULL;
+    memcpy(b, &n, sizeof(n));
+    return b + BLOCK_HEADER;
+}
+
+static size_t block_size(const void *p)
+{
+    size_t n;
+    memcpy(&n, (const char *)p - BLOCK_HEADER, sizeof(n));
+    return n;
+}
+
+static void wiping_free(void *ctx, void *p)
+{
+    const keyload *l = ctx;
+    size_t n;
+
+    if (!p)
+        return;
+    n = block_size(p);
+    if (l->opts.test_release)
+        l->opts.test_release(p, n, false);
+    secret_wipe(p, n);
+    if (l->opts.test_release)
+        l->opts.test_release(p, n, true);
+    free((char *)p - BLOCK_HEADER);
+}
+
+static void *wiping_realloc(void *ctx, void *p, size_t n)
+{
+    void *q;
+    size_t old;
+
+    if (!p)
+        return wiping_malloc(ctx, n);
+    q = wiping_malloc(ctx, n);
+    if (!q)
+        return NULL;
+    old = block_size(p);
+    memcpy(q, p, old < n ? old : n);
+    wiping_free(ctx, p);
+    return q;
+}
+
+int keyload_new_with(uint64_t generation, const keyload_options *opts, keyload **ret)
 {
     keyload *l = calloc(1, sizeof(*l));
 
     if (!l)
         return -ENOMEM;
-    l->ks = keystore_new_empty(generation);
-    l->yajl = l->ks ? yajl_alloc(&callbacks, NULL, l) : NULL;
+    if (opts)
+        l->opts = *opts;
+    yajl_alloc_funcs afs = {
+        .malloc = wiping_malloc,
+        .realloc = wiping_realloc,
+        .free = wiping_free,
+        .ctx = l,
+    };
+    if (!l->opts.convert_only && !(l->ks = keystore_new_empty(generation))) {
+        keyload_free(l);
+        return -ENOMEM;
+    }
+    /* yajl copies the functions; ctx stays l, which outlives the handle. */
+    l->yajl = yajl_alloc(&callbacks, &afs, l);
     if (!l->yajl) {
         keyload_free(l);
         return -ENOMEM;
     }
     *ret = l;
     return 0;
+}
+
+int keyload_new(uint64_t generation, keyload **ret)
+{
+    return keyload_new_with(generation, NULL, ret);
 }
 
 keyload *keyload_free(keyload *l)
@@ -697,6 +950,8 @@ keyload *keyload_free(keyload *l)
     keystore_entry_done(&l->e);
     free(l->meta_names.s);
     free(l->tmp.s);
+    free(l->out.s);
+    secret_wipe(l->digest, sizeof(l->digest));
     free(l);
     return NULL;
 }
@@ -736,13 +991,34 @@ static bool has_surrogate_escape(keyload *l, const char *buf, size_t len)
     return false;
 }
 
+/* After the document only JSON whitespace may follow, as jansson has it. */
+static bool only_space(const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+            return false;
+    return true;
+}
+
 int keyload_feed(keyload *l, const char *buf, size_t len)
 {
+    yajl_status st;
+
     if (l->error)
         return l->error;
+    if (l->at == W_END)
+        return only_space(buf, len) ? 0 : (l->error = -EBADMSG);
     if (has_surrogate_escape(l, buf, len))
         return l->error = -EBADMSG;
-    if (yajl_parse(l->yajl, (const unsigned char *)buf, len) != yajl_status_ok)
+    st = yajl_parse(l->yajl, (const unsigned char *)buf, len);
+    if (st == yajl_status_client_canceled && !l->error && l->at == W_END) {
+        /* The end of the top object stopped the parse just after its '}'. */
+        size_t used = yajl_get_bytes_consumed(l->yajl);
+        if (used > len || !only_space(buf + used, len - used))
+            return l->error = -EBADMSG;
+        return 0;
+    }
+    if (st != yajl_status_ok)
         return give_up(l), l->error;
     return 0;
 }
@@ -752,14 +1028,24 @@ bool keyload_is_v2(const keyload *l)
     return l->v2 && !l->error;
 }
 
+bool keyload_is_v1(const keyload *l)
+{
+    return l->v1 && !l->error;
+}
+
 int keyload_finish(keyload *l, keystore **ret)
 {
     int r;
 
     if (l->error)
         return l->error;
-    if (yajl_complete_parse(l->yajl) != yajl_status_ok || l->at != W_END)
+    /* The end of the document is seen while it is fed ('}' is never cut by a chunk). */
+    if (l->at != W_END)
         return give_up(l), l->error;
+    if (converting(l) && !out_flush(l))
+        return l->error;
+    if (!l->ks)
+        return 0; /* convert_only */
     r = keystore_seal(l->ks, NULL);
     if (r < 0)
         return l->error = r == -ENOMEM ? r : -EBADMSG;

@@ -17,7 +17,8 @@ import urllib.request
 
 import pytest
 
-from conftest import HEARE_AUTH, ROOT, Varlink, ok, run_cli, v2_key, wait_for
+from conftest import (HEARE_AUTH, ROOT, Varlink, legacy_id, ok, run_cli, sha256_hex, v2_key,
+                      wait_for)
 
 S3_DIR = os.path.join(ROOT, "tests", "s3")
 BUCKET = "heare"
@@ -335,6 +336,43 @@ def test_unreachable_at_start_serves_cache_then_recovers(make_daemon, tmpdir_e2e
         assert d.verify(stored_secret)["code"] == "VALID"
     finally:
         f.cleanup()
+
+
+def test_v1_object_streams_and_its_cache_is_version_2_without_plaintext(make_daemon, front):
+    """A version-1 object is loaded as it arrives; its converted rendering (never its
+    bytes) goes to the cache's temporary file as it comes, and is committed after READY."""
+    keys, secrets = [], []
+    for i in range(2000):
+        s = legacy_id("sec")
+        keys.append({"id": legacy_id("key"), "secret": s, "name": f"v1-{i}",
+                     "created_at": "2025-10-28T16:45:18", "metadata": {"i": i} if i % 2 else None})
+        secrets.append(s)
+    text = json.dumps({"keys": keys})
+    assert len(text) > 256 * 1024  # several of libcurl's chunks
+    front.raw_put("keys.json", text)
+    d = s3_daemon(make_daemon, front.endpoint)
+    for s in secrets:
+        d.watch(s)
+    h = d.health()
+    assert h["status"] == "healthy" and h["keys_loaded"] == 2000, h
+    assert "version 1 document" in d.raw_log()
+    for i in range(0, 2000, 111):
+        assert d.verify(secrets[i])["code"] == "VALID"
+
+    wait_for(lambda: os.path.exists(d.cache_path) and not os.path.exists(d.cache_path + ".tmp"),
+             5, what="the cache file")
+    with open(d.cache_path) as fh:
+        cached = fh.read()
+    assert cached.startswith('{"version":2,"keys":[\n'), cached[:200]  # streamed, not the tree's
+    assert "sec_" not in cached and '"secret"' not in cached
+    created = "2025-10-28T16:45:18Z"
+    assert json.loads(cached) == {"version": 2, "keys": [
+        {"id": k["id"], "name": k["name"], "created_at": created,
+         "metadata": k["metadata"] or {}, "scopes": [], "expires_at": None, "disabled": False,
+         "rate_limit": None,
+         "secrets": [{"sha256": sha256_hex(k["secret"]), "created_at": created,
+                      "expires_at": None}]} for k in keys]}
+    assert stat.S_IMODE(os.stat(d.cache_path).st_mode) == 0o600
 
 
 def test_corrupt_object_keeps_old_keys(make_daemon, front):

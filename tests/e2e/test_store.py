@@ -7,7 +7,7 @@ import signal
 import stat
 import time
 
-from conftest import ROOT, ok, v2_key, wait_for, write_json_atomic
+from conftest import ROOT, legacy_id, ok, sha256_hex, v2_key, wait_for, write_json_atomic
 
 SEED_ID = "key_0001vDmowdgLBqEcDYe"
 SEED_SECRET = "sec_0001vDmowg2tzwvpaFL"
@@ -460,3 +460,126 @@ def test_corrupt_cache_and_unreadable_store_is_unhealthy(make_daemon, tmpdir_e2e
     h = d.health()
     assert h["status"] == "unhealthy" and h["keys_loaded"] == 0, h
     assert "cache" in d.raw_log() and "rejected" in d.raw_log()
+
+
+# ---- version 1, streamed: the same keys, a version-2 cache, no plaintext ----------------
+
+V1_CREATED = "2025-10-28T16:45:18.123456"
+
+
+def v1_keys(n):
+    """n version-1 keys as the Python service writes them (metadata an object, null or
+    absent in turn); returns (keys, secrets)."""
+    keys, secrets = [], []
+    for i in range(n):
+        s = legacy_id("sec")
+        k = {"id": legacy_id("key"), "secret": s, "name": f"v1-bulk-{i}",
+             "created_at": V1_CREATED}
+        if i % 3 == 1:
+            k["metadata"] = {"i": i, "team": "payments"}
+        elif i % 3 == 2:
+            k["metadata"] = None
+        keys.append(k)
+        secrets.append(s)
+    return keys, secrets
+
+
+def converted(k):
+    """The version-2 key keydoc_parse() makes of a version-1 key."""
+    created = "2025-10-28T16:45:18Z"
+    return {"id": k["id"], "name": k["name"], "created_at": created,
+            "metadata": k.get("metadata") or {}, "scopes": [], "expires_at": None,
+            "disabled": False, "rate_limit": None,
+            "secrets": [{"sha256": sha256_hex(k["secret"]), "created_at": created,
+                         "expires_at": None}]}
+
+
+def test_big_v1_store_streams_and_caches_version_2(make_daemon, tmpdir_e2e):
+    keys, secrets = v1_keys(3000)
+    write_json_atomic(os.path.join(tmpdir_e2e, "keys.json"), {"keys": keys})
+    d = make_daemon(tmpdir=tmpdir_e2e)
+    for s in secrets:
+        d.watch(s)
+    assert d.health()["keys_loaded"] == 3000
+    assert "loaded 3000 keys from" in d.raw_log() and "version 1 document" in d.raw_log()
+    for i in range(0, 3000, 97):
+        p = d.verify(secrets[i])
+        assert p["code"] == "VALID" and p["key_id"] == keys[i]["id"], p
+        assert p["name"] == keys[i]["name"] and p["metadata"] == (keys[i].get("metadata") or {}), p
+
+    wait_for(lambda: cache_settled(d), 10, what="the cache file")
+    with open(d.cache_path) as f:
+        text = f.read()
+    # keyload's own rendering (one key a line), not the tree's (indented): streamed
+    assert text.startswith('{"version":2,"keys":[\n'), text[:200]
+    assert "sec_" not in text and '"secret"' not in text
+    assert not any(s in text for s in secrets)
+    cache = json.loads(text)
+    assert cache == {"version": 2, "keys": [converted(k) for k in keys]}
+    assert stat.S_IMODE(os.stat(d.cache_path).st_mode) == 0o600
+    d.stop()
+
+    # the store unreadable: a new daemon serves the same keys from that cache
+    os.replace(os.path.join(tmpdir_e2e, "keys.json"), os.path.join(tmpdir_e2e, "keys.v1"))
+    os.mkdir(os.path.join(tmpdir_e2e, "keys.json"))
+    d2 = make_daemon(tmpdir=tmpdir_e2e)
+    h = d2.health()
+    assert h["status"] == "degraded" and h["keys_loaded"] == 3000, h
+    assert d2.events("cache_loaded") or "last-known-good cache" in d2.raw_log()
+    for i in range(0, 3000, 97):
+        p = d2.verify(secrets[i])
+        assert p["code"] == "VALID" and p["key_id"] == keys[i]["id"], p
+
+
+def test_v1_store_in_an_odd_shape_loads_through_the_tree_path(make_daemon, tmpdir_e2e):
+    keys, secrets = v1_keys(5)
+    keys[3]["x_extra"] = {"kept": [1, 2]}  # a member the streamed conversion would lose
+    write_json_atomic(os.path.join(tmpdir_e2e, "keys.json"),
+                      {"keys": keys, "x_top": "also kept"})
+    d = make_daemon(tmpdir=tmpdir_e2e)
+    for s in secrets:
+        d.watch(s)
+    assert d.health()["status"] == "healthy"
+    assert "loaded 5 keys from" in d.raw_log() and "version 1 document" in d.raw_log()
+    for k, s in zip(keys, secrets):
+        assert d.verify(s)["code"] == "VALID"
+    wait_for(lambda: cache_settled(d), 5, what="the cache file")
+    with open(d.cache_path) as f:
+        text = f.read()
+    # the tree's rendering (keydoc_dump, indented), with what it keeps
+    assert text.startswith('{\n  "version": 2,'), text[:200]
+    assert "sec_" not in text and '"secret"' not in text
+    cache = json.loads(text)
+    assert cache["x_top"] == "also kept"
+    assert cache["keys"][3]["x_extra"] == {"kept": [1, 2]}
+    want = [converted(k) for k in keys]
+    want[3]["x_extra"] = {"kept": [1, 2]}
+    assert cache["keys"] == want
+
+
+def test_v1_store_with_a_bad_key_deep_inside_is_refused_naming_it(make_daemon):
+    keys, secrets = v1_keys(3000)
+    d = make_daemon(store_doc={"keys": keys})
+    for s in secrets:
+        d.watch(s)
+    assert d.health()["keys_loaded"] == 3000
+
+    bad = copy.deepcopy(keys)
+    bad[2700]["secret"] = ""
+    bad[10]["name"] = "changed"  # so the document is not the one loaded
+    write_json_atomic(d.store_path, {"keys": bad})
+    h = wait_for(lambda: (lambda h: h if h["status"] == "degraded" else None)(d.health()), 10,
+                 what="degraded after a bad version-1 key")
+    assert (f"keys[2700] ({keys[2700]['id']}): secret: not a non-empty string (version 1 key)"
+            in h["last_error"]), h
+    assert h["keys_loaded"] == 3000
+    assert d.verify(secrets[0])["code"] == "VALID"
+    assert d.verify(secrets[2700])["code"] == "VALID"
+
+    bad[2700]["secret"] = secrets[2700]
+    bad[2700]["created_at"] = "yesterday"
+    write_json_atomic(d.store_path, {"keys": bad})
+    h = wait_for(lambda: (lambda h: h if "created_at" in (h.get("last_error") or "")
+                          else None)(d.health()), 10, what="the created_at complaint")
+    assert (f"keys[2700] ({keys[2700]['id']}): created_at: not an RFC 3339 time"
+            in h["last_error"]), h
