@@ -82,8 +82,10 @@ static int stream_converting(const char *text, size_t chunk, bool convert_only, 
                                                      .convert_only = convert_only}, &l), 0);
     for (size_t off = 0; off < len; off += chunk) {
         r = keyload_feed(l, text + off, chunk < len - off ? chunk : len - off);
-        if (r < 0)
+        if (r < 0) {
+            *ret_v1 = keyload_is_v1(l);
             return r;
+        }
     }
     r = keyload_finish(l, ret);
     *ret_v1 = keyload_is_v1(l);
