@@ -217,6 +217,77 @@ static bool same_name(const char *a, const char *a_close, const char *lit)
     return (size_t)(a_close - a) == n && memcmp(a, lit, n) == 0;
 }
 
+/* Advances *p past the literal lit if the bytes before end start with it. */
+static inline bool skip_literal(char **p, const char *end, const char *lit, size_t n)
+{
+    if ((size_t)(end - *p) < n || memcmp(*p, lit, n) != 0)
+        return false;
+    *p += n;
+    return true;
+}
+#define SKIP(p, end, lit) skip_literal(p, end, lit, sizeof(lit) - 1)
+
+/* A plain string's bytes up to its closing quote, which *p is left on. */
+static inline bool plain_to_quote(char **p, const char *end)
+{
+    *p += ascii_plain_span(*p, (size_t)(end - *p));
+    return *p < end && **p == '"';
+}
+
+/* The call as most clients write it (compact JSON, "method" first, as jansson and
+ * sd-varlink do): {"method":"M"} or {"method":"M","parameters":{"N":"V",…}}. The member
+ * names and punctuation are compared as literals rather than read token by token.
+ * Returns 1 as varlink_call_scan_simple() does, or -1 for anything else (msg untouched),
+ * which the general scanner then reads. */
+static int scan_compact(char *msg, size_t len, varlink_simple_call *ret)
+{
+    char *p = msg, *end = msg + len;
+    size_t n_closes = 0, n = 0, name_lens[VARLINK_SIMPLE_MAX_PARAMS];
+
+    if (!SKIP(&p, end, "{\"method\":\""))
+        return -1;
+    ret->method = p;
+    if (!plain_to_quote(&p, end))
+        return -1;
+    ret->method_len = (size_t)(p - ret->method);
+    ret->nuls[n_closes++] = p++;
+    if (SKIP(&p, end, ",\"parameters\":{") && !SKIP(&p, end, "}")) {
+        do {
+            varlink_simple_param *prm = &ret->params[n];
+            if (n == VARLINK_SIMPLE_MAX_PARAMS || !SKIP(&p, end, "\""))
+                return -1;
+            prm->name = p;
+            if (!plain_to_quote(&p, end))
+                return -1;
+            name_lens[n] = (size_t)(p - prm->name);
+            for (size_t i = 0; i < n; i++)
+                if (name_lens[n] == name_lens[i] && memcmp(prm->name, ret->params[i].name, name_lens[n]) == 0)
+                    return -1; /* a repeated name: for the full parser to refuse */
+            ret->nuls[n_closes++] = p++;
+            if (!SKIP(&p, end, ":\""))
+                return -1;
+            prm->value = p;
+            if (!plain_to_quote(&p, end))
+                return -1;
+            prm->value_len = (size_t)(p - prm->value);
+            ret->nuls[n_closes++] = p++;
+            n++;
+        } while (SKIP(&p, end, ","));
+        if (!SKIP(&p, end, "}"))
+            return -1;
+    }
+    if (p + 1 != end || *p != '}')
+        return -1;
+    const char *dot = memrchr(ret->method, '.', ret->method_len);
+    if (!dot || dot == ret->method || dot + 1 == ret->method + ret->method_len)
+        return -1;
+    ret->n_params = n;
+    for (size_t i = 0; i < n_closes; i++)
+        *ret->nuls[i] = '\0';
+    ret->n_nuls = n_closes;
+    return 1;
+}
+
 int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret)
 {
     /* Built in *ret directly (it is the caller's to ignore when 0 is returned). Every
@@ -229,6 +300,9 @@ int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret)
 
     ret->n_params = 0;
     ret->n_nuls = 0;
+    if (scan_compact(msg, len, ret) > 0)
+        return 1;
+    ret->n_params = 0;
     if (!scan_char(&s, '{'))
         return 0;
     if (scan_char(&s, '}'))

@@ -338,6 +338,73 @@ static void test_scan_simple(void)
     }
 }
 
+/* Scans msg (len bytes) into a printable summary of the result, and undoes the scan. */
+static void scan_summary(const char *msg, size_t len, char *out, size_t cap)
+{
+    char buf[300];
+    varlink_simple_call sc;
+    int n;
+
+    memcpy(buf, msg, len);
+    int r = varlink_call_scan_simple(buf, len, &sc);
+    n = snprintf(out, cap, "%d", r);
+    if (r == 1) {
+        n += snprintf(out + n, cap - (size_t)n, " %s/%zu nuls %zu", sc.method, sc.method_len,
+                      sc.n_nuls);
+        for (size_t i = 0; i < sc.n_params; i++)
+            n += snprintf(out + n, cap - (size_t)n, " %s=%s/%zu", sc.params[i].name,
+                          sc.params[i].value, sc.params[i].value_len);
+        varlink_simple_call_undo(&sc);
+    }
+    CHECK(memcmp(buf, msg, len) == 0);
+}
+
+/* The compact form ("method" first, no white space) is read by literal compares: it must
+ * take and refuse exactly what the general scanner does, which reads the same message
+ * after a leading space. Every byte of some compact calls is replaced by bytes that
+ * matter to either. */
+static void test_scan_compact(void)
+{
+    static const char *const calls[] = {
+        "{\"method\":\"io.heare.Auth.Verify\",\"parameters\":{\"key\":\"sec_0abcdef\"}}",
+        "{\"method\":\"a.B\",\"parameters\":{\"k\":\"1\",\"s\":\"x.y\"}}",
+        "{\"method\":\"a.B\",\"parameters\":{}}",
+        "{\"method\":\"a.B\"}",
+        "{\"method\":\"a.B\",\"parameters\":{\"a\":\"1\",\"b\":\"2\",\"c\":\"3\",\"d\":\"4\"}}",
+    };
+    static const char subst[] = {'"', '\\', '{', '}', ':', ',', ' ', '.', 'x', 'k', '\0',
+                                 '\t', (char)0x80};
+    char msg[300], spaced[301], a[512], b[512];
+    size_t compact_taken = 0;
+
+    for (size_t c = 0; c < ELEMENTSOF(calls); c++) {
+        size_t len = strlen(calls[c]);
+        for (size_t pos = 0; pos <= len; pos++)
+            for (size_t k = 0; k <= ELEMENTSOF(subst); k++) {
+                size_t n = len;
+                memcpy(msg, calls[c], len);
+                if (pos == len) { /* and one cut short at every length */
+                    if (k > 0)
+                        continue;
+                } else if (k == ELEMENTSOF(subst))
+                    memmove(msg + pos, msg + pos + 1, --n - pos); /* a byte less */
+                else
+                    msg[pos] = subst[k];
+                for (size_t cut = (pos == len ? 0 : n); cut <= n; cut++) {
+                    spaced[0] = ' ';
+                    memcpy(spaced + 1, msg, cut);
+                    scan_summary(msg, cut, a, sizeof(a));
+                    scan_summary(spaced, cut + 1, b, sizeof(b));
+                    if (strcmp(a, b) != 0)
+                        fprintf(stderr, "compact %s / general %s: %.*s\n", a, b, (int)cut, msg);
+                    CHECK_STR(a, b);
+                    compact_taken += a[0] == '1';
+                }
+            }
+    }
+    CHECK(compact_taken > 100);
+}
+
 /* The word-at-a-time tests of ascii.h agree with a byte-by-byte reference for every byte
  * value at every position of every length up to 24, whatever the alignment: the span of
  * plain bytes (the scanner, the log) and "all graphic" ('!' … '~', a presented key). */
@@ -377,6 +444,7 @@ int main(void)
     test_call_good();
     test_call_bad();
     test_scan_simple();
+    test_scan_compact();
     fprintf(stderr, "ok\n");
     return 0;
 }
