@@ -1,4 +1,4 @@
-/* ascii: byte tests of the hot paths, eight bytes at a time. A "plain" byte is printable
+/* ascii: byte tests of the hot paths, eight bytes at a time (and one UTF-8 check). A "plain" byte is printable
  * ASCII other than '"' and '\\': a JSON string can hold it as it is, so the Varlink
  * fast-path scanner takes strings made only of such bytes, and the JSON log copies runs of
  * them without escaping. A "graphic" byte is '!' … '~' (isgraph in the C locale): what a
@@ -93,4 +93,23 @@ static inline int ascii_all_graphic(const char *s, size_t n)
         bad |= ascii_word_not_graphic(w);
     }
     return !bad;
+}
+
+/* The length (2 … 4) of the UTF-8 sequence of a non-ASCII character at s[0..n) if it is
+ * one jansson accepts (RFC 3629: no overlong form, no surrogate, nothing above U+10FFFF),
+ * else 0 (also for an ASCII byte, and for a sequence cut short by n). */
+static inline size_t utf8_sequence_len(const unsigned char *s, size_t n)
+{
+    size_t len = s[0] < 0xc2 ? 0 : s[0] < 0xe0 ? 2 : s[0] < 0xf0 ? 3 : s[0] < 0xf5 ? 4 : 0;
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    if ((len == 3 && s[0] == 0xe0 && s[1] < 0xa0) ||  /* overlong */
+        (len == 3 && s[0] == 0xed && s[1] > 0x9f) ||  /* a surrogate */
+        (len == 4 && s[0] == 0xf0 && s[1] < 0x90) ||  /* overlong */
+        (len == 4 && s[0] == 0xf4 && s[1] > 0x8f))    /* above U+10FFFF */
+        return 0;
+    return len;
 }

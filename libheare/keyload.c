@@ -162,36 +162,6 @@ static bool is(const ev *e, const char *name)
     return e->len == strlen(name) && memcmp(e->s, name, e->len) == 0;
 }
 
-/* The length of the UTF-8 sequence at s[0..len) if it is one jansson accepts (RFC 3629:
- * no overlong forms, no surrogates, nothing above U+10FFFF), else 0. */
-static size_t utf8_sequence(const unsigned char *s, size_t len)
-{
-    size_t n;
-    uint32_t c;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf)
-        n = 2, c = s[0] & 0x1f;
-    else if (s[0] >= 0xe0 && s[0] <= 0xef)
-        n = 3, c = s[0] & 0x0f;
-    else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-        n = 4, c = s[0] & 0x07;
-    else
-        return 0;
-    if (len < n)
-        return 0;
-    for (size_t i = 1; i < n; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        c = (c << 6) | (s[i] & 0x3f);
-    }
-    if ((n == 3 && c < 0x800) || (n == 4 && c < 0x10000) || c > 0x10ffff ||
-        (c >= 0xd800 && c <= 0xdfff))
-        return 0;
-    return n;
-}
-
 /* jansson refuses a NUL in a string and bytes that are not UTF-8; yajl lets a NUL (\u0000)
  * through and checks UTF-8 more loosely. So strings are checked again here, the way
  * jansson checks them, without a copy (a string may be a version-1 secret). */
@@ -201,8 +171,9 @@ static bool string_ok(const char *s, size_t len)
     size_t i = ascii_plain_span(s, len);
 
     while (i < len) {
-        size_t n = utf8_sequence((const unsigned char *)s + i, len - i);
-        if (n == 0 || s[i] == 0)
+        unsigned char c = (unsigned char)s[i];
+        size_t n = c < 0x80 ? 1 : utf8_sequence_len((const unsigned char *)s + i, len - i);
+        if (n == 0 || c == 0)
             return false;
         i += n;
     }
@@ -219,12 +190,13 @@ static int text_set(keystore_text *t, const char *s, size_t len)
     return 0;
 }
 
-/* Parses an RFC 3339 string event. Returns 0, -EINVAL or -ENOMEM. */
-static int parse_time(keyload *l, const ev *e, int64_t *ret)
+/* Parses an RFC 3339 string event (lenient: as timeutil_parse_rfc3339() takes it). Returns
+ * 0, -EINVAL or -ENOMEM. */
+static int parse_time(keyload *l, const ev *e, bool lenient, int64_t *ret)
 {
     if (text_set(&l->tmp, e->s, e->len) < 0)
         return -ENOMEM;
-    return timeutil_parse_rfc3339(l->tmp.s, false, ret);
+    return timeutil_parse_rfc3339(l->tmp.s, lenient, ret);
 }
 
 static int time_member(keyload *l, const ev *e, keystore_text *text, int64_t *ret, where next)
@@ -234,7 +206,7 @@ static int time_member(keyload *l, const ev *e, keystore_text *text, int64_t *re
 
     if (e->type != EV_STRING)
         return give_up(l);
-    r = parse_time(l, e, &t);
+    r = parse_time(l, e, false, &t);
     if (r == -ENOMEM)
         return oom(l);
     if (r < 0)
@@ -253,12 +225,14 @@ static int created_v1(keyload *l, const ev *e)
 {
     char created[TIMEUTIL_RFC3339_LEN + 1];
     int64_t t;
+    int r;
 
     if (e->type != EV_STRING)
         return give_up(l);
-    if (text_set(&l->tmp, e->s, e->len) < 0)
+    r = parse_time(l, e, true, &t);
+    if (r == -ENOMEM)
         return oom(l);
-    if (timeutil_parse_rfc3339(l->tmp.s, true, &t) < 0 || timeutil_format_rfc3339(t, created) < 0)
+    if (r < 0 || timeutil_format_rfc3339(t, created) < 0)
         return give_up(l);
     if (text_set(&l->e.created_at, created, strlen(created)) < 0)
         return oom(l);

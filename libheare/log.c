@@ -82,19 +82,6 @@ static bool buf_reserve(line_buf *b, size_t more)
     return true;
 }
 
-/* Length of the valid UTF-8 sequence at s (1…4), or 0. */
-static size_t utf8_len(const unsigned char *s)
-{
-    size_t n = s[0] < 0xc2 ? 0 : s[0] < 0xe0 ? 2 : s[0] < 0xf0 ? 3 : s[0] < 0xf5 ? 4 : 0;
-    for (size_t i = 1; i < n; i++)
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-    if ((n == 3 && s[0] == 0xe0 && s[1] < 0xa0) || (n == 4 && s[0] == 0xf0 && s[1] < 0x90) ||
-        (n == 4 && s[0] == 0xf4 && s[1] > 0x8f) || (n == 3 && s[0] == 0xed && s[1] > 0x9f))
-        return 0;
-    return n;
-}
-
 /* A JSON string of s[0..n) at p, which has room for 6 * n + 2 bytes; returns its end. Runs
  * of plain bytes (ascii.h) are copied eight at a time. Text from peers (a user agent, a
  * failed key's prefix) need not be UTF-8: such bytes become '?' so that the line stays
@@ -128,8 +115,7 @@ static char *put_string(char *p, const char *s, size_t n)
             *p++ = (char)c; /* DEL needs no escape in JSON */
             i++;
         } else {
-            /* s is NUL-terminated, so utf8_len stops at its end. */
-            size_t k = utf8_len(u + i);
+            size_t k = utf8_sequence_len(u + i, n - i);
             if (k) {
                 memcpy(p, u + i, k);
                 p += k;

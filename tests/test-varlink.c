@@ -433,9 +433,41 @@ static void test_ascii(void)
     CHECK_INT(ascii_all_graphic("", 0), 1);
 }
 
+/* utf8_sequence_len() takes exactly the non-ASCII characters jansson takes: every lead
+ * byte with every second byte, every third byte under 3- and 4-byte leads, a good and a
+ * bad fourth byte, and every sequence cut short. */
+static bool jansson_takes(const unsigned char *s, size_t n)
+{
+    json_t *j = json_stringn((const char *)s, n);
+    json_decref(j);
+    return j != NULL;
+}
+
+static void test_utf8(void)
+{
+    static const unsigned char fourth[] = {0x80, 0x41};
+
+    for (unsigned a = 0x80; a < 256; a++)
+        for (unsigned b = 0; b < 256; b++)
+            for (unsigned c = 0; c < (a >= 0xe0 && a < 0xf5 ? 256u : 1u); c++)
+                for (size_t k = 0; k < ELEMENTSOF(fourth); k++) {
+                    unsigned char s[4] = {(unsigned char)a, (unsigned char)b,
+                                          (unsigned char)(a >= 0xe0 ? c : 0x80), fourth[k]};
+                    size_t want = 0;
+                    /* The shortest prefix jansson takes is the character. */
+                    for (size_t n = 2; n <= 4 && !want; n++)
+                        if (jansson_takes(s, n))
+                            want = n;
+                    CHECK_INT(utf8_sequence_len(s, 4), want);
+                    for (size_t n = 1; n < want; n++)
+                        CHECK_INT(utf8_sequence_len(s, n), 0);
+                }
+}
+
 int main(void)
 {
     test_ascii();
+    test_utf8();
     test_frame_table();
     test_frame_limits();
     test_frame_line_locked();
