@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "ascii.h"
+#include "json-scan.h"
 #include "json-util.h"
 #include "varlink.h"
 
@@ -170,53 +171,6 @@ void varlink_call_done(varlink_call *call)
 
 /* ---- the simple-call scanner ---- */
 
-typedef struct scanner {
-    char *p, *end;
-} scanner;
-
-static inline bool is_space(char c)
-{
-    return c == ' ' || c == '\t' || c == '\n' || c == '\r';
-}
-
-static inline void scan_space(scanner *s)
-{
-    /* Most messages have no white space at all: one comparison a token for them. */
-    while (s->p < s->end && (unsigned char)*s->p <= ' ' && is_space(*s->p))
-        s->p++;
-}
-
-static inline bool scan_char(scanner *s, char c)
-{
-    scan_space(s);
-    if (s->p >= s->end || *s->p != c)
-        return false;
-    s->p++;
-    return true;
-}
-
-/* A string of plain bytes (ascii.h): printable ASCII without escapes; *ret_close is its
- * closing quote. Inlined, so that the scanner's position stays in a register. */
-static inline __attribute__((always_inline)) bool scan_string(scanner *s, char **ret_start, char **ret_close)
-{
-    if (!scan_char(s, '"'))
-        return false;
-    char *start = s->p;
-    char *p = start + ascii_plain_span(start, (size_t)(s->end - start));
-    if (p >= s->end || *p != '"')
-        return false;
-    *ret_start = start;
-    *ret_close = p;
-    s->p = p + 1;
-    return true;
-}
-
-static bool same_name(const char *a, const char *a_close, const char *lit)
-{
-    size_t n = strlen(lit);
-    return (size_t)(a_close - a) == n && memcmp(a, lit, n) == 0;
-}
-
 /* Advances *p past the literal lit if the bytes before end start with it. */
 static inline bool skip_literal(char **p, const char *end, const char *lit, size_t n)
 {
@@ -293,64 +247,52 @@ int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret)
     /* Built in *ret directly (it is the caller's to ignore when 0 is returned). Every
      * string's closing quote goes into ret->nuls, and becomes a NUL only once all of msg
      * passed. */
-    size_t n_closes = 0, name_lens[VARLINK_SIMPLE_MAX_PARAMS];
+    size_t n_closes = 0;
     bool have_method = false, have_params = false;
-    scanner s = {msg, msg + len};
-    char *name, *name_close, *value, *value_close;
+    json_scanner s = {msg, msg + len};
+    json_flat_member params[VARLINK_SIMPLE_MAX_PARAMS];
+    char *name, *value;
+    size_t name_len, value_len;
 
     ret->n_params = 0;
     ret->n_nuls = 0;
     if (scan_compact(msg, len, ret) > 0)
         return 1;
     ret->n_params = 0;
-    if (!scan_char(&s, '{'))
+    if (!json_scan_char(&s, '{'))
         return 0;
-    if (scan_char(&s, '}'))
+    if (json_scan_char(&s, '}'))
         return 0; /* no method: the full parser names the problem */
     do {
-        if (!scan_string(&s, &name, &name_close) || !scan_char(&s, ':'))
+        if (!json_scan_string(&s, &name, &name_len) || !json_scan_char(&s, ':'))
             return 0;
-        if (same_name(name, name_close, "method") && !have_method) {
-            if (!scan_string(&s, &value, &value_close))
+        if (JSON_SAME_NAME(name, name_len, "method") && !have_method) {
+            if (!json_scan_string(&s, &value, &value_len))
                 return 0;
             have_method = true;
             ret->method = value;
-            ret->method_len = (size_t)(value_close - value);
-            ret->nuls[n_closes++] = value_close;
-        } else if (same_name(name, name_close, "parameters") && !have_params) {
+            ret->method_len = value_len;
+            ret->nuls[n_closes++] = value + value_len;
+        } else if (JSON_SAME_NAME(name, name_len, "parameters") && !have_params) {
             have_params = true;
-            if (!scan_char(&s, '{'))
+            int n = json_scan_flat_object(&s, params, VARLINK_SIMPLE_MAX_PARAMS);
+            if (n < 0)
                 return 0;
-            if (!scan_char(&s, '}')) {
-                do {
-                    size_t n = ret->n_params;
-                    if (n == VARLINK_SIMPLE_MAX_PARAMS ||
-                        !scan_string(&s, &name, &name_close) || !scan_char(&s, ':') ||
-                        !scan_string(&s, &value, &value_close))
-                        return 0;
-                    /* A repeated name is for the full parser to refuse. */
-                    size_t name_len = (size_t)(name_close - name);
-                    for (size_t i = 0; i < n; i++)
-                        if (name_len == name_lens[i] &&
-                            memcmp(name, ret->params[i].name, name_len) == 0)
-                            return 0;
-                    name_lens[n] = name_len;
-                    ret->params[n] = (varlink_simple_param){
-                        .name = name, .value = value, .value_len = (size_t)(value_close - value)};
-                    ret->n_params = n + 1;
-                    ret->nuls[n_closes++] = name_close;
-                    ret->nuls[n_closes++] = value_close;
-                } while (scan_char(&s, ','));
-                if (!scan_char(&s, '}'))
-                    return 0;
+            for (int i = 0; i < n; i++) {
+                const json_flat_member *m = &params[i];
+                ret->params[i] = (varlink_simple_param){
+                    .name = m->name, .value = m->value, .value_len = m->value_len};
+                ret->nuls[n_closes++] = m->name + m->name_len;
+                ret->nuls[n_closes++] = m->value + m->value_len;
             }
+            ret->n_params = (size_t)n;
         } else {
             return 0;
         }
-    } while (scan_char(&s, ','));
-    if (!scan_char(&s, '}'))
+    } while (json_scan_char(&s, ','));
+    if (!json_scan_char(&s, '}'))
         return 0;
-    scan_space(&s);
+    json_scan_space(&s);
     if (s.p != s.end || !have_method)
         return 0;
     /* Not a qualified name (as varlink_split_method judges it): the full parser names the
