@@ -14,6 +14,7 @@
 #include "daemon.h"
 #include "errors.h"
 #include "http.h"
+#include "json-scan.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
@@ -123,7 +124,9 @@ typedef struct http_peer {
     verify_peer v;
 } http_peer;
 
-static void get_peer(h2o_req_t *req, http_peer *p)
+/* want_addr: the address is formatted for the log (inet_ntop costs as much as the lookup,
+ * so not when nothing will log it). */
+static void get_peer(h2o_req_t *req, http_peer *p, bool want_addr)
 {
     p->len = req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&p->sa);
     p->v = (verify_peer){.uid = -1, .pid = -1};
@@ -140,14 +143,23 @@ static void get_peer(h2o_req_t *req, http_peer *p)
         }
         return;
     }
-    if (p->len == 0 || h2o_socket_getnumerichost((struct sockaddr *)&p->sa, p->len, p->addr) ==
-                           SIZE_MAX) {
-        strcpy(p->addr, "unknown");
+    if (p->len == 0) {
         p->v.throttle = UINT32_MAX;
     } else {
         p->v.throttle = throttle_peer_addr((struct sockaddr *)&p->sa);
     }
+    if (!want_addr)
+        return;
+    if (p->len == 0 ||
+        h2o_socket_getnumerichost((struct sockaddr *)&p->sa, p->len, p->addr) == SIZE_MAX)
+        strcpy(p->addr, "unknown");
     p->v.addr = p->addr;
+}
+
+/* The verify log needs the peer's address. */
+static bool verify_logged(void)
+{
+    return state_conf()->log_verify != CONF_LOG_VERIFY_NONE;
 }
 
 /* Loopback (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104) or a local Unix socket peer: judged on
@@ -240,50 +252,37 @@ static void respond_unprocessable(h2o_req_t *req, const char *field, const char 
 static void respond_verify_failure(h2o_req_t *req, int status, const char *error,
                                    const verify_result *r)
 {
+    /* Copied together rather than printed: a third of the answers to a busy client are
+     * these. The parts are short literals, so the body fits. */
     char body[256];
-    int n = snprintf(body, sizeof(body),
-                     "{\"detail\":{\"valid\":false,\"error\":\"%s\",\"code\":\"%s\"", error,
-                     keystore_code_name(r->code));
+    const char *code = keystore_code_name(r->code);
+    size_t n = 0;
+#define PUT(s, len) (memcpy(body + n, s, len), n += (len))
+#define PUT_LIT(lit) PUT(lit, sizeof(lit) - 1)
+    PUT_LIT("{\"detail\":{\"valid\":false,\"error\":\"");
+    PUT(error, strlen(error));
+    PUT_LIT("\",\"code\":\"");
+    PUT(code, strlen(code));
+    PUT_LIT("\"");
     if (r->code == VERIFY_RATE_LIMITED) {
-        n += snprintf(body + n, sizeof(body) - (size_t)n, ",\"retry_after_ms\":%" PRId64,
-                      r->retry_after_ms);
+        char num[32];
+        int k = snprintf(num, sizeof(num), ",\"retry_after_ms\":%" PRId64, r->retry_after_ms);
+        PUT(num, (size_t)k);
         set_retry_after(req, r->retry_after_ms);
     }
-    n += snprintf(body + n, sizeof(body) - (size_t)n, "}}");
-    respond(req, status, JSON_TYPE, body, (size_t)n);
+    PUT_LIT("}}");
+#undef PUT_LIT
+#undef PUT
+    respond(req, status, JSON_TYPE, body, n); /* h2o copies it */
 }
 
-static void handle_verify(h2o_req_t *req)
+/* Verifies key[0..key_len) (which verify_run wipes) and answers. */
+static void verify_entity(h2o_req_t *req, char *key, size_t key_len, const char *scope)
 {
-    json_error_t jerr;
-    _cleanup_json_ json_t *body = NULL;
-
-    if (req->entity.base)
-        body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr);
-    /* The body holds the key: the parsed copy is all we need from here on. */
-    if (req->entity.base)
-        secret_wipe(req->entity.base, req->entity.len);
-    if (!body) {
-        respond_str(req, 400, "{\"detail\":\"request body is not valid JSON\"}");
-        return;
-    }
-    json_t *key = json_is_object(body) ? json_object_get(body, "api_key") : NULL;
-    json_t *scope = json_is_object(body) ? json_object_get(body, "scope") : NULL;
-    if (!json_is_string(key)) {
-        respond_unprocessable(req, "api_key", "field required", "value_error.missing");
-        return;
-    }
-    if (scope && !json_is_null(scope) && !json_is_string(scope)) {
-        respond_unprocessable(req, "scope", "str type expected", "type_error.str");
-        return;
-    }
-
     http_peer peer;
     verify_result r;
-    get_peer(req, &peer);
-    verify_run((char *)json_string_value(key), json_string_length(key),
-               json_string_value(scope), header_dup(req, H2O_TOKEN_USER_AGENT, NULL), &peer.v,
-               &r);
+    get_peer(req, &peer, verify_logged());
+    verify_run(key, key_len, scope, header_dup(req, H2O_TOKEN_USER_AGENT, NULL), &peer.v, &r);
 
     switch (r.code) {
     case VERIFY_VALID: {
@@ -309,6 +308,78 @@ static void handle_verify(h2o_req_t *req)
         respond_verify_failure(req, 401, "Invalid API key", &r);
         return;
     }
+}
+
+/* The body as clients write it, {"api_key":"…"} with an optional "scope" string, read in
+ * place: the key and scope are NUL-terminated where their closing quotes were. False, with
+ * the body untouched, for anything else, which jansson then judges. */
+static bool scan_verify_body(char *body, size_t len, char **ret_key, size_t *ret_key_len,
+                             const char **ret_scope)
+{
+    json_scanner s = {body, body + len};
+    json_flat_member m[2];
+    const json_flat_member *key = NULL, *scope = NULL;
+
+    int n = json_scan_flat_object(&s, m, ELEMENTSOF(m));
+    json_scan_space(&s);
+    if (n <= 0 || s.p != s.end)
+        return false;
+    for (int i = 0; i < n; i++) {
+        if (JSON_SAME_NAME(m[i].name, m[i].name_len, "api_key"))
+            key = &m[i];
+        else if (JSON_SAME_NAME(m[i].name, m[i].name_len, "scope"))
+            scope = &m[i];
+        else
+            return false; /* other members are jansson's to read */
+    }
+    if (!key)
+        return false;
+    key->value[key->value_len] = '\0';
+    *ret_key = key->value;
+    *ret_key_len = key->value_len;
+    *ret_scope = NULL;
+    if (scope) {
+        scope->value[scope->value_len] = '\0';
+        *ret_scope = scope->value;
+    }
+    return true;
+}
+
+static void handle_verify(h2o_req_t *req)
+{
+    json_error_t jerr;
+    _cleanup_json_ json_t *body = NULL;
+    char *key;
+    size_t key_len;
+    const char *scope;
+
+    if (req->entity.base &&
+        scan_verify_body(req->entity.base, req->entity.len, &key, &key_len, &scope)) {
+        verify_entity(req, key, key_len, scope);
+        secret_wipe(req->entity.base, req->entity.len);
+        return;
+    }
+    if (req->entity.base)
+        body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr);
+    /* The body holds the key: the parsed copy is all we need from here on. */
+    if (req->entity.base)
+        secret_wipe(req->entity.base, req->entity.len);
+    if (!body) {
+        respond_str(req, 400, "{\"detail\":\"request body is not valid JSON\"}");
+        return;
+    }
+    json_t *jkey = json_is_object(body) ? json_object_get(body, "api_key") : NULL;
+    json_t *jscope = json_is_object(body) ? json_object_get(body, "scope") : NULL;
+    if (!json_is_string(jkey)) {
+        respond_unprocessable(req, "api_key", "field required", "value_error.missing");
+        return;
+    }
+    if (jscope && !json_is_null(jscope) && !json_is_string(jscope)) {
+        respond_unprocessable(req, "scope", "str type expected", "type_error.str");
+        return;
+    }
+    verify_entity(req, (char *)json_string_value(jkey), json_string_length(jkey),
+                  json_string_value(jscope));
 }
 
 /* ---- any method /auth ---- */
@@ -401,7 +472,7 @@ static void handle_auth(h2o_req_t *req)
 
     http_peer peer;
     verify_result r;
-    get_peer(req, &peer);
+    get_peer(req, &peer, verify_logged());
     verify_run(key, key_len, scope, header_dup(req, H2O_TOKEN_USER_AGENT, NULL), &peer.v, &r);
 
     switch (r.code) {
@@ -487,7 +558,7 @@ static void on_refresh_done(job *j, void *userdata)
 static void handle_refresh(h2o_req_t *req)
 {
     http_peer peer;
-    get_peer(req, &peer);
+    get_peer(req, &peer, true);
     if (!peer_is_local(&peer)) {
         log_event(LOG_NOTICE,
                   &(log_fields){.event = "refresh_refused", .peer_addr = peer.addr,

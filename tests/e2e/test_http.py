@@ -112,6 +112,37 @@ def test_verify_rate_limited_is_429_with_retry_after(http):
     assert int(r.headers["retry-after"]) >= 1
 
 
+def body_forms(secret):
+    """The same request written the ways clients write it: the plain forms the daemon reads
+    in place, and forms only the full JSON parser reads (an escape, null, other members, a
+    repeated member: the last one counts, as in Python's json)."""
+    escaped = "\\u%04x%s" % (ord(secret[0]), secret[1:])
+    return [
+        '{"api_key":"%s"}' % secret,
+        '{"api_key": "%s", "scope": "docs.read"}' % secret,
+        ' {\r\n\t"scope" : "docs.read" ,\n "api_key" : "%s" }\n' % secret,
+        '{"api_key":"%s","scope":null}' % secret,
+        '{"api_key":"%s"}' % escaped,
+        '{"api_key":"%s","client":{"name":"x"}}' % secret,
+        '{"api_key":"sec_wrong","api_key":"%s"}' % secret,
+    ]
+
+
+@pytest.mark.parametrize("form", range(len(body_forms("s"))))
+def test_verify_reads_the_body_however_it_is_written(http, form):
+    key, secret = http.d.create("svc", scopes=["docs.read"])
+    http.d.watch(secret)
+    body = body_forms(secret)[form]
+    r = http.req("POST", "/verify", body, headers={"Content-Type": "application/json"})
+    assert r.status == 200, (body, r.body)
+    assert r.json()["key_id"] == key["id"]
+    # and the same body with a scope the key lacks is refused, whichever reader took it
+    wrong = body.replace("docs.read", "docs.write")
+    if wrong != body:
+        r = http.req("POST", "/verify", wrong, headers={"Content-Type": "application/json"})
+        assert (r.status, r.json()["detail"]["code"]) == (403, "FORBIDDEN")
+
+
 @pytest.mark.parametrize("body", [{}, {"key": "sec_x"}, {"api_key": 123}, {"api_key": None},
                                   {"api_key": ["sec_x"]}, [], "a string", 5])
 def test_verify_missing_or_non_string_key_is_422(http, body):
