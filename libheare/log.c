@@ -130,65 +130,27 @@ static char *put_string(char *p, const char *s, size_t n)
     return p;
 }
 
-/* Inlined, so that each member name is copied with a length known at compile time: a
- * verification line has ten members. */
-#define LINE_INLINE static inline __attribute__((always_inline))
+/* Copies a literal (its length known at compile time) to p; returns its end. */
+#define PUT_LIT(p, lit) ((char *)memcpy(p, lit, sizeof(lit) - 1) + sizeof(lit) - 1)
 
-/* Appends ,"name": (or {"name": for the first member) and returns where the value goes,
- * with room for value_max more bytes; NULL if out of memory. */
-LINE_INLINE char *put_name(line_buf *b, bool *first, const char *name, size_t name_len,
-                           size_t value_max)
-{
-    if (!buf_reserve(b, name_len + 4 + value_max))
-        return NULL;
-    char *p = b->p + b->len;
-    memcpy(p, *first ? "{\"" : ",\"", 2);
-    memcpy(p + 2, name, name_len);
-    memcpy(p + 2 + name_len, "\":", 2);
-    *first = false;
-    return p + name_len + 4;
-}
-
-LINE_INLINE bool put_str_n(line_buf *b, bool *first, const char *name, size_t name_len,
-                           const char *v)
-{
-    if (!v)
-        return true;
-    size_t n = strlen(v);
-    char *p = put_name(b, first, name, name_len, 6 * n + 2);
-    if (!p)
-        return false;
-    b->len = (size_t)(put_string(p, v, n) - b->p);
-    return true;
-}
-
-LINE_INLINE bool put_int_n(line_buf *b, bool *first, const char *name, size_t name_len,
-                           int64_t v)
+/* A non-negative number in decimal at p; returns its end. By hand: two go into every
+ * verification line. */
+static char *put_uint(char *p, int64_t v)
 {
     char num[24];
     size_t n = sizeof(num);
-    if (v < 0)
-        return true;
-    /* By hand: two of these go into every verification line. */
     do {
         num[--n] = (char)('0' + v % 10);
         v /= 10;
     } while (v > 0);
-    char *p = put_name(b, first, name, name_len, sizeof(num) - n);
-    if (!p)
-        return false;
     memcpy(p, num + n, sizeof(num) - n);
-    b->len = (size_t)(p + sizeof(num) - n - b->p);
-    return true;
+    return p + sizeof(num) - n;
 }
 
-/* The member names are literals: their lengths are known at compile time. */
-#define put_str(b, first, name, v) put_str_n(b, first, name, sizeof(name) - 1, v)
-#define put_int(b, first, name, v) put_int_n(b, first, name, sizeof(name) - 1, v)
-
-/* "2025-10-28T16:45:18.123456Z", as structlog's TimeStamper(fmt="iso", utc=True) writes.
- * The part up to the second is formatted once a second per thread. */
-static void timestamp(int64_t time_ns, char ret[32])
+/* "2025-10-28T16:45:18.123456Z", as structlog's TimeStamper(fmt="iso", utc=True) writes,
+ * at p; returns its end. The part up to the second is formatted once a second per thread. */
+#define TIMESTAMP_LEN (TIMEUTIL_RFC3339_LEN + 7)
+static char *put_timestamp(char *p, int64_t time_ns)
 {
     static _Thread_local time_t cached_sec = -1;
     static _Thread_local char cached[TIMEUTIL_RFC3339_LEN + 1];
@@ -203,13 +165,14 @@ static void timestamp(int64_t time_ns, char ret[32])
             strcpy(cached, "1970-01-01T00:00:00Z");
         cached_sec = ts.tv_sec;
     }
-    memcpy(ret, cached, TIMEUTIL_RFC3339_LEN - 1); /* without the 'Z' */
-    char *p = ret + TIMEUTIL_RFC3339_LEN - 1;
+    memcpy(p, cached, TIMEUTIL_RFC3339_LEN - 1); /* without the 'Z' */
+    p += TIMEUTIL_RFC3339_LEN - 1;
     long us = ts.tv_nsec / 1000 % 1000000;
     *p++ = '.';
     for (int i = 5; i >= 0; i--, us /= 10)
         p[i] = (char)('0' + us % 10);
-    memcpy(p + 6, "Z", 2);
+    p[6] = 'Z';
+    return p + 7;
 }
 
 static void write_all(int fd, const char *p, size_t n)
@@ -246,41 +209,74 @@ void log_buffer_thread(bool on)
     }
 }
 
+/* The line's string members, in the order they are written after "event". */
+enum { M_MESSAGE, M_KEY_ID, M_KEY_NAME, M_KEY_PREFIX, M_USER_AGENT, M_CODE, M_PEER_UNIT,
+       M_PEER_ADDR, M_CHANGED, M_COUNT };
+
+/* Everything in a line but the strings' contents: names, punctuation, two numbers, the
+ * timestamp and the level (a generous bound). */
+#define LINE_FIXED_MAX 512
+
 static void emit_json(int priority, const log_fields *f, const char *message)
 {
+    static const log_fields no_fields = LOG_FIELDS_INIT;
+    const char *event = f && f->event ? f->event : message;
+    const char *v[M_COUNT];
+    size_t len[M_COUNT + 1], max = LINE_FIXED_MAX;
     line_buf *b = &t_buf;
-    size_t start = b->len;
-    bool first = true, ok = true;
-    char ts[32];
 
-    if (f && f->event) {
-        ok = put_str(b, &first, "event", f->event);
-        if (ok && *message)
-            ok = put_str(b, &first, "message", message);
-    } else {
-        ok = put_str(b, &first, "event", message);
+    if (!f)
+        f = &no_fields;
+    v[M_MESSAGE] = f->event && *message ? message : NULL;
+    v[M_KEY_ID] = f->key_id;
+    v[M_KEY_NAME] = f->key_name;
+    v[M_KEY_PREFIX] = f->key_prefix;
+    v[M_USER_AGENT] = f->user_agent;
+    v[M_CODE] = f->code;
+    v[M_PEER_UNIT] = f->peer_unit;
+    v[M_PEER_ADDR] = f->peer_addr;
+    v[M_CHANGED] = f->changed;
+    /* One reservation for the worst case (every byte escaped as \u00XX), then plain
+     * copies: a verification line is built without a check per member. */
+    for (size_t i = 0; i < M_COUNT; i++) {
+        len[i] = v[i] ? strlen(v[i]) : 0;
+        max += 6 * len[i];
     }
-    if (ok && f)
-        ok = put_str(b, &first, "key_id", f->key_id) &&
-             put_str(b, &first, "key_name", f->key_name) &&
-             put_str(b, &first, "key_prefix", f->key_prefix) &&
-             put_str(b, &first, "user_agent", f->user_agent) &&
-             put_str(b, &first, "code", f->code) &&
-             put_int(b, &first, "peer_uid", f->peer_uid) &&
-             put_int(b, &first, "peer_pid", f->peer_pid) &&
-             put_str(b, &first, "peer_unit", f->peer_unit) &&
-             put_str(b, &first, "peer_addr", f->peer_addr) &&
-             put_str(b, &first, "changed", f->changed);
-    timestamp(f ? f->time_ns : 0, ts);
-    ok = ok && put_str(b, &first, "timestamp", ts) &&
-         put_str(b, &first, "level", level_name(priority));
+    len[M_COUNT] = strlen(event);
+    max += 6 * len[M_COUNT];
+    if (!buf_reserve(b, max))
+        return; /* out of memory: drop the line, not the others */
+
+    char *p = PUT_LIT(b->p + b->len, "{\"event\":");
+    p = put_string(p, event, len[M_COUNT]);
+#define MEMBER(i, name)                                                                            \
+    if (v[i]) {                                                                                    \
+        p = PUT_LIT(p, ",\"" name "\":");                                                          \
+        p = put_string(p, v[i], len[i]);                                                           \
+    }
+    MEMBER(M_MESSAGE, "message");
+    MEMBER(M_KEY_ID, "key_id");
+    MEMBER(M_KEY_NAME, "key_name");
+    MEMBER(M_KEY_PREFIX, "key_prefix");
+    MEMBER(M_USER_AGENT, "user_agent");
+    MEMBER(M_CODE, "code");
+    if (f->peer_uid >= 0)
+        p = put_uint(PUT_LIT(p, ",\"peer_uid\":"), f->peer_uid);
+    if (f->peer_pid >= 0)
+        p = put_uint(PUT_LIT(p, ",\"peer_pid\":"), f->peer_pid);
+    MEMBER(M_PEER_UNIT, "peer_unit");
+    MEMBER(M_PEER_ADDR, "peer_addr");
+    MEMBER(M_CHANGED, "changed");
+#undef MEMBER
+    p = put_timestamp(PUT_LIT(p, ",\"timestamp\":\""), f->time_ns);
+    p = PUT_LIT(p, "\",\"level\":\"");
+    const char *level = level_name(priority);
+    size_t level_len = strlen(level);
+    memcpy(p, level, level_len);
     /* The newline goes out in the same write as the object. */
-    if (!ok || !buf_reserve(b, 2)) {
-        b->len = start; /* out of memory part-way: drop the line, not the others */
-        return;
-    }
-    memcpy(b->p + b->len, "}\n", 2);
-    b->len += 2;
+    p = PUT_LIT(p + level_len, "\"}\n");
+    b->len = (size_t)(p - b->p);
+
     if (b->buffered) {
         if (b->len >= FLUSH_AT)
             log_flush();
