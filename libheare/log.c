@@ -17,9 +17,6 @@
 
 static int log_target_now = LOG_TARGET_JSON;
 static int log_max_priority = LOG_INFO;
-/* One writer at a time, so that lines from different threads never interleave even when
- * a line is longer than PIPE_BUF or write(2) comes back short. */
-static pthread_mutex_t write_lock = PTHREAD_MUTEX_INITIALIZER;
 
 #define JOURNAL_SOCKET "/run/systemd/journal/socket"
 
@@ -175,33 +172,90 @@ static char *put_timestamp(char *p, int64_t time_ns)
     return p + 7;
 }
 
-static void write_all(int fd, const char *p, size_t n)
+/* ---- writing ---- */
+
+/* One thread writes at a time, so that lines from different threads never interleave even
+ * when a write is longer than PIPE_BUF or comes back short. A thread that finds another
+ * writing does not wait for it: it leaves its lines in `pending`, and the writer writes
+ * them after its own before it stops (flat combining). So the serving loops never sleep
+ * on each other's writes, and each thread's lines stay in order: a thread's later lines
+ * either join `pending` behind its earlier ones or are written once `pending` is empty. */
+#define PENDING_MAX (1024 * 1024) /* then a thread waits: a slow reader slows the writers */
+
+static struct {
+    pthread_mutex_t lock;
+    pthread_cond_t done;   /* writing went false */
+    bool writing;
+    line_buf pending;      /* lines handed to the writer */
+    line_buf spare;        /* the writer's: the lines it took from pending */
+} g_out = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false, {0}, {0}};
+
+static void write_fd(const char *p, size_t n)
 {
-    pthread_mutex_lock(&write_lock);
     while (n > 0) {
-        ssize_t w = write(fd, p, n);
+        ssize_t w = write(STDERR_FILENO, p, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            break; /* nowhere left to report it */
+            return; /* nowhere left to report it */
         }
         p += w;
         n -= (size_t)w;
     }
-    pthread_mutex_unlock(&write_lock);
+}
+
+/* Writes p[0..n) now, or hands it to the thread that is writing. wait: return only once
+ * the lines are written (threads that log now and then, and a thread's last flush, so
+ * that nothing is left behind at exit). Called with g_out.lock held; returns without. */
+static void write_lines(const char *p, size_t n, bool wait)
+{
+    while (g_out.writing) {
+        if (!wait && g_out.pending.len + n <= PENDING_MAX && buf_reserve(&g_out.pending, n)) {
+            memcpy(g_out.pending.p + g_out.pending.len, p, n);
+            g_out.pending.len += n;
+            pthread_mutex_unlock(&g_out.lock);
+            return;
+        }
+        pthread_cond_wait(&g_out.done, &g_out.lock);
+    }
+    g_out.writing = true;
+    pthread_mutex_unlock(&g_out.lock);
+    write_fd(p, n);
+    /* Then whatever the others left meanwhile. */
+    for (;;) {
+        pthread_mutex_lock(&g_out.lock);
+        if (g_out.pending.len == 0)
+            break;
+        line_buf taken = g_out.pending;
+        g_out.pending = g_out.spare;
+        g_out.pending.len = 0;
+        g_out.spare = taken;
+        pthread_mutex_unlock(&g_out.lock);
+        write_fd(taken.p, taken.len);
+    }
+    g_out.writing = false;
+    pthread_cond_broadcast(&g_out.done);
+    pthread_mutex_unlock(&g_out.lock);
+}
+
+static void flush(bool wait)
+{
+    line_buf *b = &t_buf;
+    if (b->len == 0)
+        return;
+    pthread_mutex_lock(&g_out.lock);
+    write_lines(b->p, b->len, wait);
+    b->len = 0;
 }
 
 void log_flush(void)
 {
-    line_buf *b = &t_buf;
-    if (b->len > 0)
-        write_all(STDERR_FILENO, b->p, b->len);
-    b->len = 0;
+    flush(false);
 }
 
 void log_buffer_thread(bool on)
 {
-    log_flush();
+    flush(true);
     t_buf.buffered = on;
     if (!on) {
         free(t_buf.p);
@@ -283,7 +337,7 @@ static void emit_json(int priority, const log_fields *f, const char *message)
         return;
     }
     /* A thread that logs now and then keeps no buffer: nothing is left when it exits. */
-    log_flush();
+    flush(true);
     free(b->p);
     *b = (line_buf){0};
 }

@@ -323,13 +323,23 @@ static void *writer(void *arg)
     /* Lines longer than PIPE_BUF (4096) would tear without one locked writer. */
     static char big[6000];
     memset(big, 'x', sizeof(big) - 1);
+    /* Half the threads buffer their lines like the serving loops, flushing now and then:
+     * those are handed to whichever thread is writing, and must still come out whole and
+     * in each thread's order. */
+    bool buffered = (intptr_t)arg % 2 == 1;
+    if (buffered)
+        log_buffer_thread(true);
     for (int i = 0; i < PER_THREAD; i++) {
         log_fields f = LOG_FIELDS_INIT;
         f.event = "stress";
         f.peer_pid = (int64_t)(intptr_t)arg;
         f.peer_uid = i;
         log_event(LOG_INFO, &f, "%s", i % 10 == 0 ? big : "short");
+        if (buffered && i % 7 == 0)
+            log_flush();
     }
+    if (buffered)
+        log_buffer_thread(false);
     return NULL;
 }
 
