@@ -41,7 +41,8 @@ bool log_enabled(int priority);
 /* Makes the calling thread keep its JSON lines until log_flush() (or 64 KiB of them): for
  * serving loops, which flush once per iteration. Off frees the thread's buffer. */
 void log_buffer_thread(bool on);
-/* Writes the calling thread's pending lines. */
+/* Writes the calling thread's pending lines, or hands them to the thread that is writing,
+ * which writes them before it stops. */
 void log_flush(void);
 
 /* Writes one event. f may be NULL. The message is formatted with fmt. */
