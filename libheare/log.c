@@ -146,7 +146,6 @@ static char *put_uint(char *p, int64_t v)
 
 /* "2025-10-28T16:45:18.123456Z", as structlog's TimeStamper(fmt="iso", utc=True) writes,
  * at p; returns its end. The part up to the second is formatted once a second per thread. */
-#define TIMESTAMP_LEN (TIMEUTIL_RFC3339_LEN + 7)
 static char *put_timestamp(char *p, int64_t time_ns)
 {
     static _Thread_local time_t cached_sec = -1;
