@@ -188,6 +188,20 @@ static inline bool plain_to_quote(char **p, const char *end)
     return *p < end && **p == '"';
 }
 
+/* The end of both scanners: a call whose method is not a qualified name (as
+ * varlink_split_method judges it) is left to the full parser, which names the problem;
+ * else the n_closes closing quotes in ret->nuls become NULs. */
+static bool scan_finish(varlink_simple_call *ret, size_t n_closes)
+{
+    const char *dot = memrchr(ret->method, '.', ret->method_len);
+    if (!dot || dot == ret->method || dot + 1 == ret->method + ret->method_len)
+        return false;
+    for (size_t i = 0; i < n_closes; i++)
+        *ret->nuls[i] = '\0';
+    ret->n_nuls = n_closes;
+    return true;
+}
+
 /* The call as most clients write it (compact JSON, "method" first, as jansson and
  * sd-varlink do): {"method":"M"} or {"method":"M","parameters":{"N":"V",…}}. The member
  * names and punctuation are compared as literals rather than read token by token.
@@ -232,14 +246,8 @@ static int scan_compact(char *msg, size_t len, varlink_simple_call *ret)
     }
     if (p + 1 != end || *p != '}')
         return -1;
-    const char *dot = memrchr(ret->method, '.', ret->method_len);
-    if (!dot || dot == ret->method || dot + 1 == ret->method + ret->method_len)
-        return -1;
     ret->n_params = n;
-    for (size_t i = 0; i < n_closes; i++)
-        *ret->nuls[i] = '\0';
-    ret->n_nuls = n_closes;
-    return 1;
+    return scan_finish(ret, n_closes) ? 1 : -1;
 }
 
 int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret)
@@ -295,15 +303,7 @@ int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret)
     json_scan_space(&s);
     if (s.p != s.end || !have_method)
         return 0;
-    /* Not a qualified name (as varlink_split_method judges it): the full parser names the
-     * problem. */
-    const char *dot = memrchr(ret->method, '.', ret->method_len);
-    if (!dot || dot == ret->method || dot + 1 == ret->method + ret->method_len)
-        return 0;
-    for (size_t i = 0; i < n_closes; i++)
-        *ret->nuls[i] = '\0';
-    ret->n_nuls = n_closes;
-    return 1;
+    return scan_finish(ret, n_closes) ? 1 : 0;
 }
 
 void varlink_simple_call_undo(varlink_simple_call *call)
