@@ -7,6 +7,7 @@ import glob
 import os
 import re
 import subprocess
+import tempfile
 
 import pytest
 
@@ -158,15 +159,18 @@ def test_example_configuration_names_every_key():
     assert not re.search(r"^[a-z]", conf, re.M), "the example must change nothing"
 
 
-def test_example_defaults_pass_check_config(tmp_path):
+def test_example_defaults_pass_check_config():
     """Every value the example shows, uncommented, is accepted."""
     with open(EXAMPLE_CONF) as f:
         lines = [l[1:] for l in f if re.match(r"^#[a-z0-9-]+ = \S", l)]
     assert len(lines) >= 10
-    p = tmp_path / "heare-authd.conf"
-    p.write_text("".join(lines))
-    res = subprocess.run([HEARE_AUTHD, "--config", str(p), "--check-config"],
-                         capture_output=True, text=True, timeout=30)
+    # Not pytest's tmp_path: it keeps its directories in /tmp after the run.
+    with tempfile.TemporaryDirectory(prefix="heare-man-") as d:
+        p = os.path.join(d, "heare-authd.conf")
+        with open(p, "w") as f:
+            f.write("".join(lines))
+        res = subprocess.run([HEARE_AUTHD, "--config", p, "--check-config"],
+                             capture_output=True, text=True, timeout=30)
     assert res.returncode == 0, res.stderr
     assert "# configuration OK" in res.stdout
 
