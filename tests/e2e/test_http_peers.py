@@ -173,21 +173,24 @@ def ip(*args, check=True):
 
 @pytest.fixture
 def netns():
-    """A network namespace joined to this one by a veth pair: host side 10.213.7.1, namespace
-    side 10.213.7.2. Removed afterwards."""
+    """A network namespace joined to this one by a veth pair: host side 10.213.N.1, namespace
+    side 10.213.N.2, for a random N, so two runs on one machine (tests/run beside
+    tests/fresh-machine, which shares this network namespace) do not take the same
+    address. Yields (namespace, host address, namespace address); removed afterwards."""
     assert os.geteuid() == 0, "this test makes a network namespace: it runs as root in CI"
     tag = uuid.uuid4().hex[:6]
+    net = f"10.213.{int(tag[:2], 16)}"
     ns, host_if, ns_if = f"heare-t-{tag}", f"vh{tag}", f"vn{tag}"
     try:
         ip("netns", "add", ns)
         ip("link", "add", host_if, "type", "veth", "peer", "name", ns_if)
         ip("link", "set", ns_if, "netns", ns)
-        ip("addr", "add", "10.213.7.1/24", "dev", host_if)
+        ip("addr", "add", f"{net}.1/24", "dev", host_if)
         ip("link", "set", host_if, "up")
-        ip("netns", "exec", ns, "ip", "addr", "add", "10.213.7.2/24", "dev", ns_if)
+        ip("netns", "exec", ns, "ip", "addr", "add", f"{net}.2/24", "dev", ns_if)
         ip("netns", "exec", ns, "ip", "link", "set", ns_if, "up")
         ip("netns", "exec", ns, "ip", "link", "set", "lo", "up")
-        yield ns
+        yield ns, f"{net}.1", f"{net}.2"
     finally:
         ip("link", "del", host_if, check=False)
         ip("netns", "del", ns, check=False)
@@ -202,27 +205,28 @@ def curl_in(ns, *args):
 
 
 def test_refresh_refused_from_a_non_loopback_peer(make_daemon, netns):
-    port = free_port("10.213.7.1")
-    d = make_daemon(extra_args=["--http-listen", f"10.213.7.1:{port}"])
+    ns, host_addr, ns_addr = netns
+    port = free_port(host_addr)
+    d = make_daemon(extra_args=["--http-listen", f"{host_addr}:{port}"])
     key, secret = d.create("remote")
     d.watch(secret)
-    url = f"http://10.213.7.1:{port}"
+    url = f"http://{host_addr}:{port}"
 
     # the other host is served...
-    code, body = curl_in(netns, "-X", "POST", "-d", json.dumps({"api_key": secret}),
+    code, body = curl_in(ns, "-X", "POST", "-d", json.dumps({"api_key": secret}),
                          url + "/verify")
     assert code == 200 and json.loads(body)["key_id"] == key["id"]
     # ...but may not refresh, whatever headers it sends
     for extra in ([], ["-H", "X-Forwarded-For: 127.0.0.1"], ["-H", "X-Real-IP: 127.0.0.1"],
                   ["-H", "Forwarded: for=127.0.0.1"], ["-H", "Host: localhost"]):
-        code, body = curl_in(netns, "-X", "POST", *extra, url + "/refresh")
+        code, body = curl_in(ns, "-X", "POST", *extra, url + "/refresh")
         assert code == 403, (extra, body)
         assert "loopback" in json.loads(body)["detail"]
     refused = wait_for(lambda: d.events("refresh_refused"), 5, what="refusal logged")
-    assert refused[0]["peer_addr"] == "10.213.7.2"
+    assert refused[0]["peer_addr"] == ns_addr
     # this host, through the non-loopback address, is not loopback either
-    r = http_request("10.213.7.1", port, "POST", "/refresh")
+    r = http_request(host_addr, port, "POST", "/refresh")
     assert r.status == 403
     # health from the other host is fine
-    code, body = curl_in(netns, url + "/health")
+    code, body = curl_in(ns, url + "/health")
     assert code == 200 and json.loads(body)["status"] == "healthy"
