@@ -33,6 +33,10 @@
 #define DEFAULT_ADMIN_SOCKET "/run/heare-auth/admin.sock"
 #define DEFAULT_VERIFY_SOCKET "/run/heare-auth/verify.sock"
 #define DEFAULT_TIMEOUT_MS 5000
+/* A write waits for the store: the daemon's store thread retries a conflicting write up to
+ * 25 times with backoff (about 5 s of waiting in all), each attempt a read and a write that
+ * may take seconds on a slow S3 endpoint, behind the other writes queued before it. */
+#define WRITE_TIMEOUT_MS 60000
 #define REFRESH_TIMEOUT_MS 2000
 #define TIMEOUT_MAX_MS (24 * 3600 * 1000)
 /* One byte more than any key the daemon accepts, so an overlong key still gets its
@@ -91,6 +95,7 @@ typedef struct cli {
     bool json;
     bool no_refresh;
     int timeout_ms;
+    bool timeout_set; /* --timeout was given */
 
     /* command options; json_t members are NULL until their flag is seen */
     const char *name;
@@ -303,6 +308,12 @@ static int ensure_connected(cli *c)
 
 static int report_io(const cli *c, int err)
 {
+    /* The daemon applies a write it has received whether or not we are still waiting. */
+    if (err == -ETIMEDOUT && (c->cmd->flags & WRITES))
+        return local_error(c, err,
+                           "no reply from %s within %d ms; the change may still be applied: "
+                           "check with 'heare-auth list' before trying again",
+                           c->socket_path, c->timeout_ms);
     if (err == -ETIMEDOUT)
         return local_error(c, err, "no reply from %s within %d ms", c->socket_path, c->timeout_ms);
     return local_error(c, err, "talking to %s failed: %s", c->socket_path, strerror(-err));
@@ -797,7 +808,8 @@ static const char global_help[] =
     "                  (S3_REGION, S3_ENDPOINT, AWS_*), as for heare-authd\n"
     "  --json          print exactly one JSON document on stdout\n"
     "  --no-refresh    with --store: do not ask the daemon to refresh\n"
-    "  --timeout MS    give up on the daemon after MS milliseconds (default 5000)\n"
+    "  --timeout MS    give up on the daemon after MS milliseconds (default 5000;\n"
+    "                  60000 for the commands that change keys)\n"
     "  -h, --help      this help; 'heare-auth COMMAND --help' for one command\n"
     "  --version       print the version\n"
     "\n"
@@ -850,6 +862,7 @@ static int apply_option(cli *c, int opt, const char *arg)
             return usage_error(c, "invalid --timeout '%s': expected milliseconds, 1 to %d", arg,
                                TIMEOUT_MAX_MS);
         c->timeout_ms = (int)u;
+        c->timeout_set = true;
         return 0;
     case ARG_NAME:
         c->name = arg;
@@ -1545,6 +1558,8 @@ static int run(cli *c, int argc, char **argv)
             c->store_url = e;
     }
     c->direct = c->store_url && (c->cmd->flags & DIRECT);
+    if (!c->timeout_set && (c->cmd->flags & WRITES))
+        c->timeout_ms = WRITE_TIMEOUT_MS;
     c->socket_path = (c->cmd->flags & NEEDS_ADMIN) ? admin_socket(c) : verify_socket(c);
 
     r = c->cmd->run(c, cargc - operands, cargv + operands);

@@ -5,6 +5,7 @@ writers, the last-known-good cache, corrupt objects, wrong credentials, 304 poll
 import hashlib
 import json
 import os
+import re
 import select
 import socket
 import stat
@@ -49,16 +50,17 @@ class Front:
     """tests/s3/front.js (and the s3rver behind it) on loopback; data kept in its own dir,
     so it can be stopped and started again on the same port with the same objects."""
 
-    def __init__(self, port=0):
+    def __init__(self, port=0, delay_ms=0):
         self.data = tempfile.mkdtemp(prefix="heare-s3-")
         self.port = port
+        self.delay_ms = delay_ms
         self.proc = None
         self.backend_port = None
 
     def start(self, timeout=20.0):
         self.proc = subprocess.Popen(
             ["node", os.path.join(S3_DIR, "front.js"), "--data", self.data, "--port",
-             str(self.port), "--bucket", BUCKET],
+             str(self.port), "--bucket", BUCKET, "--delay-ms", str(self.delay_ms)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
             cwd=S3_DIR)
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -287,6 +289,32 @@ def test_concurrent_creates_on_two_daemons_lose_nothing(make_daemon, front):
                  what="both daemons to see all keys")
     # Conflicts did happen and were retried (412 at the server), not avoided by luck.
     assert front.stats()["by"].get("PUT 412", 0) >= 1, front.stats()
+
+
+# ---- admin writes under a slow store ----------------------------------------------------
+
+SLOW_STORE_MS = 200  # added to every request: a store far away
+
+
+@pytest.fixture
+def slow_front():
+    f = Front(delay_ms=SLOW_STORE_MS).start()
+    yield f
+    f.cleanup()
+
+
+def test_a_write_past_the_cli_deadline_says_it_may_still_land(make_daemon, slow_front):
+    d = s3_daemon(make_daemon, slow_front.endpoint)
+    res = d.cli("--timeout", "100", "create", "--name", "late")
+    assert res.returncode == 3, (res.returncode, res.stderr)
+    assert "within 100 ms" in res.stderr and "may still be applied" in res.stderr, res.stderr
+    assert "heare-auth list" in res.stderr, res.stderr
+    # ...and it does land: the daemon finishes the write it was given.
+    wait_for(lambda: [k for k in d.list_keys() if k["name"] == "late"], 10,
+             what="the late create to be applied")
+    # A read keeps its short default; only writes wait for the store.
+    res = d.cli("--timeout", "100", "list")
+    assert res.returncode == 0, res.stderr
 
 
 # ---- cache and failures ---------------------------------------------------------------

@@ -10,7 +10,9 @@
 //   - every request on one object runs alone (a queue per object), so the check and the
 //     write are atomic, as S3's conditional writes are;
 //   - it counts requests by method and status: GET /__front/stats (POST
-//     /__front/reset clears). These two are the only unsigned paths and are not counted.
+//     /__front/reset clears). These two are the only unsigned paths and are not counted;
+//   - with --delay-ms N, every signed request waits N ms before it is handled, as a store
+//     far away would (requests still overlap: the wait is outside the per-object queue).
 // s3rver's GET already answers If-None-Match with 304 (lib/controllers/object.js), after
 // checking the signature; the front passes reads through.
 //
@@ -18,7 +20,7 @@
 // so a PUT that is both wrongly signed and stale gets 412 where S3 says 403. The store
 // never sends a PUT without a GET first, which would have failed with 403.
 //
-// Usage: node front.js --data DIR [--port N] [--bucket NAME]
+// Usage: node front.js --data DIR [--port N] [--bucket NAME] [--delay-ms N]
 // Prints one JSON line {"port": N, "backend_port": M} once both listen on 127.0.0.1.
 'use strict';
 
@@ -33,6 +35,11 @@ function arg(name, dflt) {
 const dataDir = arg('data');
 const port = Number(arg('port', '0'));
 const bucket = arg('bucket', 'heare');
+const delayMs = Number(arg('delay-ms', '0'));
+if (!Number.isFinite(delayMs) || delayMs < 0) {
+  console.error('front.js: --delay-ms takes a number of milliseconds');
+  process.exit(2);
+}
 if (!dataDir) {
   console.error('front.js: --data DIR is required');
   process.exit(2);
@@ -167,10 +174,12 @@ function handle(req, res, body) {
   if (!signed(req)) {
     return xmlError(res, req.method, 403, 'AccessDenied', 'Anonymous access is forbidden');
   }
-  serialize(url.pathname, (done) => {
+  const go = () => serialize(url.pathname, (done) => {
     if (req.method === 'PUT' && !url.search) conditionalPut(req, res, body, done);
     else relay(req, res, body, done);
   });
+  if (delayMs > 0) setTimeout(go, delayMs);
+  else go();
 }
 
 async function main() {
