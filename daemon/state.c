@@ -31,6 +31,9 @@
  * (and state_init before any reader exists). */
 static snapshot *g_snap;
 
+/* At most this many admin writes share one read-modify-write of the store. */
+#define WRITE_GROUP_MAX 128
+
 /* How much the store thread yields to the serving loops (nice value, 0..19). */
 #define STORE_THREAD_NICE 10
 
@@ -756,11 +759,11 @@ void state_request_reload(void)
     pthread_mutex_unlock(&g_lock);
 }
 
-static int mutate(json_t *doc, void *userdata)
+/* Applies one admin job to doc. keyops leaves doc unchanged when it refuses the job, so a
+ * refused job never takes the others of its group down with it. */
+static int mutate_one(json_t *doc, job *j, int64_t now)
 {
-    job *j = userdata;
     const char *param = NULL;
-    int64_t now = timeutil_now();
     int r;
 
     /* store_update may call us again after a conflict: start from scratch each time. */
@@ -781,43 +784,91 @@ static int mutate(json_t *doc, void *userdata)
         r = keyops_delete(doc, j->params, now, &j->reply, &param);
         break;
     default:
-        return -EINVAL;
+        r = -EINVAL;
+        break;
     }
     if (r == -EINVAL && param)
         j->error_param = strdup(param);
     return r;
 }
 
-static void run_write(job *j, snapshot **ret_old)
+/* Admin writes that waited for the store thread together: one read-modify-write for all
+ * of them (group commit), each still answered on its own. */
+typedef struct write_group {
+    job *jobs[WRITE_GROUP_MAX];
+    size_t n;
+    size_t applied;  /* by the last run of mutate_group */
+    int refused;     /* what mutate_group returned when it applied none */
+} write_group;
+
+/* The job has not been refused by keyops (yet): it shares the group's fate. */
+#define JOB_PENDING 1
+
+static int mutate_group(json_t *doc, void *userdata)
+{
+    write_group *g = userdata;
+    int64_t now = timeutil_now();
+
+    g->applied = 0;
+    g->refused = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        job *j = g->jobs[i];
+        j->r = mutate_one(doc, j, now);
+        if (j->r >= 0) {
+            j->r = JOB_PENDING;
+            g->applied++;
+        } else if (!g->refused) {
+            g->refused = j->r;
+        }
+    }
+    /* Nothing to write when every job was refused; each keeps its own error. */
+    return g->applied ? 0 : g->refused;
+}
+
+static void run_writes(write_group *g, snapshot **ret_old)
 {
     _cleanup_json_ json_t *doc = NULL;
-    _cleanup_free_ char *version = NULL;
-    char *err = NULL;
+    _cleanup_free_ char *version = NULL, *err = NULL;
 
-    int r = store_update(g_store, mutate, j, &doc, &version, &err);
-    /* A refused change (bad parameter, unknown key) never reached the store. */
-    if (r != -EINVAL && r != -ENOKEY)
+    for (size_t i = 0; i < g->n; i++)
+        g->jobs[i]->r = JOB_PENDING;
+    g->applied = 0;
+    g->refused = 0;
+
+    int r = store_update(g_store, mutate_group, g, &doc, &version, &err);
+    bool all_refused = r < 0 && g->applied == 0 && r == g->refused;
+    /* A group whose every change was refused never reached the store. */
+    if (!all_refused)
         metrics_count_store_write(r >= 0 ? METRICS_WRITE_OK : r == -ESTALE ? METRICS_WRITE_CONFLICT
                                                                             : METRICS_WRITE_ERROR);
-    if (r < 0) {
+    const char *failure = NULL;
+    if (r >= 0) {
+        /* The store accepted it: now (and only now) this host's keystore changes. */
+        r = install(doc, false, NULL, ret_old);
+        if (r < 0) {
+            failure = "written, but the new document could not be indexed";
+        } else {
+            free(g_version);
+            g_version = TAKE_PTR(version);
+            write_cache(doc);
+        }
+    } else {
+        failure = err;
+    }
+
+    for (size_t i = 0; i < g->n; i++) {
+        job *j = g->jobs[i];
+        if (j->r != JOB_PENDING)
+            continue; /* refused by keyops: its own error stands */
+        if (r >= 0) {
+            j->r = 0;
+            continue;
+        }
         j->r = r;
-        j->error_reason = err;
+        j->error_reason = failure ? strdup(failure) : NULL;
         json_decref(j->reply);
         j->reply = NULL;
-        return;
     }
-    free(err);
-    /* The store accepted it: now (and only now) this host's keystore changes. */
-    r = install(doc, false, NULL, ret_old);
-    if (r < 0) {
-        j->r = r;
-        j->error_reason = strdup("written, but the new document could not be indexed");
-        return;
-    }
-    free(g_version);
-    g_version = TAKE_PTR(version);
-    write_cache(doc);
-    j->r = 0;
 }
 
 static void run_refresh(job *j, snapshot **ret_old)
@@ -835,6 +886,14 @@ static void run_refresh(job *j, snapshot **ret_old)
                          (json_int_t)keystore_size(g_snap->ks), "changed", r > 0);
     if (!j->reply)
         j->r = -ENOMEM;
+}
+
+static void finish_job(job *j)
+{
+    if (j->done)
+        j->done(j);
+    else
+        job_free(j);
 }
 
 static uint64_t poll_delay_ms(void)
@@ -862,6 +921,7 @@ static void *store_thread(void *arg)
 
     for (;;) {
         job *j = NULL;
+        write_group group = {.n = 0};
         bool do_reload = false, do_poll = false;
 
         pthread_mutex_lock(&g_lock);
@@ -876,28 +936,32 @@ static void *store_thread(void *arg)
             break;
         }
         g_reclaimed_ready = false;
-        if (g_queue_head) {
+        if (g_queue_head && g_queue_head->kind == JOB_REFRESH) {
             j = g_queue_head;
             g_queue_head = j->next;
-            if (!g_queue_head)
-                g_queue_tail = NULL;
+        } else if (g_queue_head) {
+            /* Every write queued behind the first, up to the group's size, in order. */
+            while (g_queue_head && g_queue_head->kind != JOB_REFRESH && group.n < WRITE_GROUP_MAX) {
+                group.jobs[group.n++] = g_queue_head;
+                g_queue_head = g_queue_head->next;
+            }
         } else if (g_reload_requested) {
             g_reload_requested = false;
             do_reload = true;
         }
+        if (!g_queue_head)
+            g_queue_tail = NULL;
         pthread_mutex_unlock(&g_lock);
         free_reclaimed();
 
         snapshot *old = NULL;
         if (j) {
-            if (j->kind == JOB_REFRESH)
-                run_refresh(j, &old);
-            else
-                run_write(j, &old);
-            if (j->done)
-                j->done(j);
-            else
-                job_free(j);
+            run_refresh(j, &old);
+            finish_job(j);
+        } else if (group.n) {
+            run_writes(&group, &old);
+            for (size_t i = 0; i < group.n; i++)
+                finish_job(group.jobs[i]);
         } else if (do_reload) {
             sd_notify(0, "RELOADING=1");
             log_info("SIGHUP: re-reading %s", store_url(g_store));

@@ -303,6 +303,62 @@ def slow_front():
     f.cleanup()
 
 
+def test_concurrent_writes_on_one_host_share_a_store_write(make_daemon, slow_front):
+    """50 creates at once on one host, against a store that adds 200 ms to every request.
+    One at a time, each create is a GET and a conditional PUT (the CLI used to give up
+    after 5 s while the keys still landed); the writes that queue behind the first share
+    one read-modify-write, each answered on its own. Deletes of one key race in the same
+    groups: one succeeds, the others are refused alone (KeyNotFound) without failing the
+    creates they were written with."""
+    d = s3_daemon(make_daemon, slow_front.endpoint)
+    victim, _ = d.create("victim")
+    slow_front.reset_stats()
+    n_create, n_delete = 50, 5
+    barrier = threading.Barrier(n_create + n_delete, timeout=60)
+    results = {}
+
+    def cli(tag, *args):
+        barrier.wait()
+        t0 = time.monotonic()
+        res = d.cli(*args, timeout=120)
+        results[tag] = (res, time.monotonic() - t0)
+
+    threads = [threading.Thread(target=cli, args=(("create", i), "create", "--name", f"slow-{i}"))
+               for i in range(n_create)]
+    threads += [threading.Thread(target=cli, args=(("delete", i), "delete", victim["id"], "--yes"))
+                for i in range(n_delete)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    wall = time.monotonic() - t0
+    stats = slow_front.stats()
+    slowest = max(t for _, t in results.values())
+    print(f"{n_create} creates and {n_delete} deletes in {wall:.2f}s (slowest CLI "
+          f"{slowest:.2f}s); requests at the server: {stats}")
+
+    creates = [results[("create", i)][0] for i in range(n_create)]
+    failed = [(r.returncode, r.stderr) for r in creates if r.returncode != 0]
+    assert not failed, (len(failed), failed[:3])
+    ids = {re.search(r"ID:\s+(key_\w+)", r.stdout).group(1) for r in creates}
+    assert len(ids) == n_create
+
+    deletes = [results[("delete", i)][0] for i in range(n_delete)]
+    assert sorted(r.returncode for r in deletes) == [0] + [1] * (n_delete - 1), \
+        [(r.returncode, r.stderr) for r in deletes]
+    for r in deletes:
+        if r.returncode:
+            assert "not found" in r.stderr.lower() and victim["id"] in r.stderr, r.stderr
+
+    # Grouped: far fewer store writes than changes (one at a time it is one PUT each).
+    puts = sum(v for k, v in stats["by"].items() if k.startswith("PUT "))
+    assert puts <= (n_create + 1) // 2, stats
+    stored = {k["id"] for k in slow_front.doc()["keys"]}
+    assert stored == ids, (len(stored), len(ids))
+    assert d.health()["keys_loaded"] == n_create
+
+
 def test_a_write_past_the_cli_deadline_says_it_may_still_land(make_daemon, slow_front):
     d = s3_daemon(make_daemon, slow_front.endpoint)
     res = d.cli("--timeout", "100", "create", "--name", "late")
