@@ -64,6 +64,7 @@ static int set_metrics_prefix(conf *c, const char *key, const char *value, char 
 static int set_metrics_interval(conf *c, const char *key, const char *value, char **reterr);
 static int set_max_failures(conf *c, const char *key, const char *value, char **reterr);
 static int set_idle_timeout(conf *c, const char *key, const char *value, char **reterr);
+static int set_max_conns_per_uid(conf *c, const char *key, const char *value, char **reterr);
 static int set_threads(conf *c, const char *key, const char *value, char **reterr);
 
 static const conf_key_info keys[] = {
@@ -93,6 +94,8 @@ static const conf_key_info keys[] = {
     {"max-failures-per-minute", "600", NULL,
      "failed verifies a peer may make per minute before it is throttled"},
     {"idle-timeout", "60s", NULL, "idle connections are closed after this"},
+    {"max-connections-per-uid", "256", NULL,
+     "connections one uid may hold on the verify socket (root and the daemon's user: any)"},
     {"threads", "number of CPUs", NULL, "worker threads, 1 to 256"},
 };
 
@@ -119,6 +122,7 @@ static const conf_setter setters[] = {
     set_metrics_interval,
     set_max_failures,
     set_idle_timeout,
+    set_max_conns_per_uid,
     set_threads,
 };
 
@@ -633,7 +637,9 @@ static int set_metrics_prefix(conf *c, const char *key, const char *value, char 
     return replace_str(&c->metrics_prefix, value);
 }
 
-static int set_max_failures(conf *c, const char *key, const char *value, char **reterr)
+/* A whole number of at most max, in decimal digits only. */
+static int parse_whole(const char *key, const char *value, int64_t max, int64_t *ret,
+                       char **reterr)
 {
     int64_t v = 0;
 
@@ -642,11 +648,28 @@ static int set_max_failures(conf *c, const char *key, const char *value, char **
     for (const char *p = value; *p; p++) {
         if (*p < '0' || *p > '9')
             return fail(reterr, key, "'%s' is not a whole number", value);
-        if (v > (INT64_MAX - (*p - '0')) / 10)
-            return fail(reterr, key, "'%s' is too large", value);
+        if (v > (max - (*p - '0')) / 10)
+            return fail(reterr, key, "'%s' is too large (at most %" PRId64 ")", value, max);
         v = v * 10 + (*p - '0');
     }
-    c->max_failures_per_minute = v;
+    *ret = v;
+    return 0;
+}
+
+static int set_max_failures(conf *c, const char *key, const char *value, char **reterr)
+{
+    return parse_whole(key, value, INT64_MAX, &c->max_failures_per_minute, reterr);
+}
+
+static int set_max_conns_per_uid(conf *c, const char *key, const char *value, char **reterr)
+{
+    int64_t v;
+    int r = parse_whole(key, value, 1 << 20, &v, reterr);
+    if (r < 0)
+        return r;
+    if (v == 0)
+        return fail(reterr, key, "must be at least 1");
+    c->max_connections_per_uid = (unsigned)v;
     return 0;
 }
 
@@ -675,6 +698,7 @@ int conf_init(conf *c)
         .metrics_interval_ms = 10000,
         .max_failures_per_minute = 600,
         .idle_timeout_ms = 60000,
+        .max_connections_per_uid = 256,
         .threads = 0,
     };
     c->store = strdup("file:///var/lib/heare-auth/keys.json");
@@ -999,6 +1023,8 @@ static void dump_value(FILE *f, const conf *c, size_t i)
         fprintf(f, "%" PRId64, c->max_failures_per_minute);
     else if (strcmp(k, "idle-timeout") == 0)
         dump_duration(f, c->idle_timeout_ms);
+    else if (strcmp(k, "max-connections-per-uid") == 0)
+        fprintf(f, "%u", c->max_connections_per_uid);
     else if (strcmp(k, "threads") == 0)
         fprintf(f, "%u", c->threads);
 }

@@ -51,6 +51,7 @@ static void test_keys_table(void)
         "metrics-interval",
         "max-failures-per-minute",
         "idle-timeout",
+        "max-connections-per-uid",
         "threads",
     };
     size_t n;
@@ -92,6 +93,7 @@ static void test_defaults(void)
     CHECK_INT(c.metrics_interval_ms, 10000);
     CHECK_INT(c.max_failures_per_minute, 600);
     CHECK_INT(c.idle_timeout_ms, 60000);
+    CHECK_INT(c.max_connections_per_uid, 256);
     CHECK_INT(c.threads, 0);
 
     /* conf_done may run twice (half-built or already done). */
@@ -181,6 +183,8 @@ static void test_good_values(void)
 
     SET_OK("max-failures-per-minute", "0");
     CHECK_INT(c.max_failures_per_minute, 0);
+    SET_OK("max-connections-per-uid", "1048576");
+    CHECK_INT(c.max_connections_per_uid, 1048576);
     SET_OK("http-listen", "127.0.0.1:8080");
     CHECK_STR(c.http_listen, "127.0.0.1:8080");
     SET_OK("http-listen", "localhost:80");
@@ -280,6 +284,9 @@ static void test_bad_values(void)
         {"max-failures-per-minute", "1e3", -EINVAL, "is not a whole number"},
         {"max-failures-per-minute", "", -EINVAL, "is not a whole number"},
         {"max-failures-per-minute", "99999999999999999999", -EINVAL, "is too large"},
+        {"max-connections-per-uid", "0", -EINVAL, "max-connections-per-uid: must be at least 1"},
+        {"max-connections-per-uid", "2097152", -EINVAL, "is too large (at most 1048576)"},
+        {"max-connections-per-uid", "1k", -EINVAL, "'1k' is not a whole number"},
         {"threads", "0", -EINVAL, "threads: '0' is not a number from 1 to 256"},
         {"threads", "257", -EINVAL, "threads: '257' is not a number from 1 to 256"},
         {"threads", "-1", -EINVAL, "is not a number from 1 to 256"},
