@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -332,6 +333,24 @@ static log_target choose_log_target(const conf *c)
     return getenv("JOURNAL_STREAM") ? LOG_TARGET_JOURNAL : LOG_TARGET_JSON;
 }
 
+/* One descriptor per connection: the soft limit (1024 under systemd, whatever the unit's
+ * LimitNOFILE= hard limit) would make a few hundred idle clients enough to refuse the rest.
+ * select() is never used, so nothing here needs descriptors below 1024. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        log_warning("cannot raise the descriptor limit from %llu to %llu: %m",
+                    (unsigned long long)was, (unsigned long long)rl.rlim_max);
+    else
+        log_debug("descriptor limit raised from %llu to %llu", (unsigned long long)was,
+                  (unsigned long long)rl.rlim_max);
+}
+
 int main(int argc, char **argv)
 {
     size_t n_keys;
@@ -417,6 +436,7 @@ int main(int argc, char **argv)
     }
 
     log_setup(choose_log_target(&c), c.log_level);
+    raise_fd_limit();
 
     /* Signals are taken synchronously by this thread; every thread inherits the mask. */
     sigset_t mask;

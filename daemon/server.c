@@ -12,6 +12,9 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <inttypes.h>
+#include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <time.h>
@@ -43,6 +46,19 @@
 /* After the drain deadline, how long torn-down HTTP connections get to close. */
 #define ABORT_GRACE_MS 200
 #define ACCEPT_BATCH 64
+/* Descriptors kept back from connections, on top of a few per loop, for what must go on
+ * working when clients hold all the others: the store (a file or S3 connections), the
+ * cache, the log and the metrics push. */
+#define FD_RESERVE 64
+#define FD_RESERVE_PER_LOOP 8
+/* The admin socket (root and admin users only) may go this far into the reserve, so an
+ * operator can still run the CLI while clients hold every other descriptor. */
+#define FD_ADMIN_EXTRA 16
+/* How long a listener rests when no descriptor is left for a new connection: the clients
+ * wait in the kernel's backlog meanwhile, and the loop does not spin on accept. */
+#define ACCEPT_PAUSE_MS 100
+/* At most one warning this often about a full descriptor table or a uid over its cap. */
+#define LIMIT_WARN_INTERVAL_MS 10000
 
 typedef struct worker worker;
 
@@ -50,6 +66,7 @@ typedef struct listener {
     worker *w;
     h2o_socket_t *sock;
     sock_kind kind;
+    h2o_timeout_entry_t pause_entry; /* linked while accepting is paused */
 } listener;
 
 struct worker {
@@ -72,6 +89,7 @@ struct worker {
     listener *listeners;
     size_t n_listeners;
     h2o_timeout_t idle_timeout;
+    h2o_timeout_t accept_pause;
     h2o_linklist_t conns;
     size_t n_conns;
     http_loop *http; /* NULL without an HTTP listener */
@@ -87,6 +105,7 @@ typedef struct conn {
     sock_kind kind;
     peer_cred peer;
     int admin; /* -1 unknown, 0 no, 1 yes */
+    bool uid_counted; /* holds one of its uid's max-connections-per-uid */
     varlink_framing framing;
     h2o_timeout_entry_t idle_entry;
     h2o_linklist_t link;
@@ -117,6 +136,8 @@ typedef struct handoff {
     h2o_multithread_message_t super;
     h2o_socket_export_t sock;
     sock_kind kind;
+    struct ucred cred; /* Varlink: the peer, read once by the loop that accepted it */
+    bool uid_counted;
 } handoff;
 
 /* A job's trip back from the store thread to the loop that submitted it. */
@@ -501,6 +522,79 @@ static void handle_message(conn *c, char *msg, size_t len)
     varlink_call_done(&call);
 }
 
+static void on_accept(h2o_socket_t *lsock, const char *err);
+
+/* ---- limits: descriptors, and connections per uid ---- */
+
+static size_t g_conn_budget; /* connections all loops may hold together (server_start) */
+static uid_t g_self_uid;
+static _Atomic int64_t g_fds_warned_ms = INT64_MIN / 2, g_uid_warned_ms = INT64_MIN / 2;
+
+/* True at most once per LIMIT_WARN_INTERVAL_MS for *last, whichever loop asks. */
+static bool limit_warn_due(_Atomic int64_t *last)
+{
+    int64_t now = timeutil_monotonic_ms();
+    int64_t prev = atomic_load_explicit(last, memory_order_relaxed);
+    return now - prev >= LIMIT_WARN_INTERVAL_MS &&
+           atomic_compare_exchange_strong_explicit(last, &prev, now, memory_order_relaxed,
+                                                   memory_order_relaxed);
+}
+
+/* Connections per uid on the verify socket, across every loop: only the uids that hold
+ * connections now, a handful on most hosts, so a short array. */
+typedef struct uid_count {
+    uid_t uid;
+    unsigned n;
+} uid_count;
+static pthread_mutex_t g_uid_lock = PTHREAD_MUTEX_INITIALIZER;
+static uid_count *g_uids;
+static size_t g_n_uids, g_cap_uids;
+
+/* Counts one more connection of uid; false (and nothing counted) when uid already holds
+ * max-connections-per-uid, or on OOM. */
+static bool uid_acquire(uid_t uid)
+{
+    bool ok = true;
+    size_t i;
+
+    pthread_mutex_lock(&g_uid_lock);
+    for (i = 0; i < g_n_uids && g_uids[i].uid != uid; i++)
+        ;
+    if (i < g_n_uids) {
+        if (g_uids[i].n >= g_conf->max_connections_per_uid)
+            ok = false;
+        else
+            g_uids[i].n++;
+    } else {
+        if (g_n_uids == g_cap_uids) {
+            size_t cap = g_cap_uids ? 2 * g_cap_uids : 16;
+            uid_count *grown = reallocarray(g_uids, cap, sizeof(*grown));
+            if (grown) {
+                g_uids = grown;
+                g_cap_uids = cap;
+            }
+        }
+        if (g_n_uids < g_cap_uids)
+            g_uids[g_n_uids++] = (uid_count){.uid = uid, .n = 1};
+        else
+            ok = false;
+    }
+    pthread_mutex_unlock(&g_uid_lock);
+    return ok;
+}
+
+static void uid_release(uid_t uid)
+{
+    pthread_mutex_lock(&g_uid_lock);
+    for (size_t i = 0; i < g_n_uids; i++)
+        if (g_uids[i].uid == uid) {
+            if (--g_uids[i].n == 0)
+                g_uids[i] = g_uids[--g_n_uids];
+            break;
+        }
+    pthread_mutex_unlock(&g_uid_lock);
+}
+
 /* ---- connection life ---- */
 
 static void conn_free(conn *c)
@@ -524,6 +618,10 @@ static void conn_close(conn *c)
     h2o_linklist_unlink(&c->link);
     c->w->n_conns--;
     atomic_fetch_sub_explicit(&c->w->load, 1, memory_order_relaxed);
+    if (c->uid_counted) {
+        uid_release(c->peer.uid);
+        c->uid_counted = false;
+    }
     /* The message bytes may hold a key: wipe what is left unread. */
     if (c->sock->input && c->sock->input->size)
         secret_wipe(c->sock->input->bytes, c->sock->input->size);
@@ -666,22 +764,23 @@ static void on_idle_timeout(h2o_timeout_entry_t *entry)
     conn_close(c);
 }
 
-static void conn_new(worker *w, h2o_socket_t *sock, sock_kind kind)
+static void conn_new(worker *w, h2o_socket_t *sock, sock_kind kind, const struct ucred *cred,
+                     bool uid_counted)
 {
-    struct ucred cred;
-    socklen_t len = sizeof(cred);
     conn *c = calloc(1, sizeof(*c));
 
-    if (!c || getsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
-        free(c);
+    if (!c) {
         h2o_socket_close(sock);
         atomic_fetch_sub_explicit(&w->load, 1, memory_order_relaxed);
+        if (uid_counted)
+            uid_release(cred->uid);
         return;
     }
     c->w = w;
     c->sock = sock;
     c->kind = kind;
-    c->peer = (peer_cred){.pid = cred.pid, .uid = cred.uid, .gid = cred.gid};
+    c->peer = (peer_cred){.pid = cred->pid, .uid = cred->uid, .gid = cred->gid};
+    c->uid_counted = uid_counted;
     c->admin = -1;
     c->idle_entry.cb = on_idle_timeout;
     sock->data = c;
@@ -693,12 +792,13 @@ static void conn_new(worker *w, h2o_socket_t *sock, sock_kind kind)
 }
 
 /* Serves a new connection on w, the loop of this thread. */
-static void serve(worker *w, h2o_socket_t *sock, sock_kind kind)
+static void serve(worker *w, h2o_socket_t *sock, sock_kind kind, const struct ucred *cred,
+                  bool uid_counted)
 {
     if (kind == SOCK_HTTP)
         http_accept(w->http, sock);
     else
-        conn_new(w, sock, kind);
+        conn_new(w, sock, kind, cred, uid_counted);
 }
 
 /* The loop with the fewest connections, self on a tie; it is counted as having one more. */
@@ -718,25 +818,86 @@ static worker *choose_loop(worker *self)
     return best;
 }
 
+/* The connections every loop holds, handoffs on their way included. */
+static size_t conns_total(void)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < g_conf->threads; i++)
+        n += atomic_load_explicit(&g_workers[i].load, memory_order_relaxed);
+    return n;
+}
+
+/* Stops accepting on l for ACCEPT_PAUSE_MS: the listener stays readable while clients
+ * wait, so without the pause the loop would spin on an accept that cannot succeed. */
+static void listener_pause(listener *l)
+{
+    h2o_socket_read_stop(l->sock);
+    if (!h2o_timeout_is_linked(&l->pause_entry))
+        h2o_timeout_link(l->w->loop, &l->w->accept_pause, &l->pause_entry);
+}
+
+static void on_accept_pause_end(h2o_timeout_entry_t *entry)
+{
+    listener *l = H2O_STRUCT_FROM_MEMBER(listener, pause_entry, entry);
+    if (l->sock)
+        h2o_socket_read_start(l->sock, on_accept);
+}
+
 static void on_accept(h2o_socket_t *lsock, const char *err)
 {
     listener *l = lsock->data;
     worker *w = l->w;
     if (err)
         return;
+    size_t budget = g_conn_budget + (l->kind == SOCK_ADMIN ? FD_ADMIN_EXTRA : 0);
     for (int i = 0; i < ACCEPT_BATCH; i++) {
+        if (conns_total() >= budget) {
+            if (limit_warn_due(&g_fds_warned_ms))
+                log_warning("%zu connections: the most the descriptor limit leaves room for; "
+                            "new connections wait until one closes", budget);
+            listener_pause(l);
+            return;
+        }
         h2o_socket_t *sock = h2o_evloop_socket_accept(lsock);
-        if (!sock)
+        if (!sock) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                if (limit_warn_due(&g_fds_warned_ms))
+                    log_warning("cannot accept a connection: %m; new connections wait");
+                listener_pause(l);
+            }
             break;
+        }
+        struct ucred cred = {.pid = 0};
+        bool counted = false;
+        if (l->kind != SOCK_HTTP) {
+            socklen_t len = sizeof(cred);
+            if (getsockopt(h2o_socket_get_fd(sock), SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+                h2o_socket_close(sock);
+                continue;
+            }
+            if (l->kind == SOCK_VERIFY && cred.uid != 0 && cred.uid != g_self_uid) {
+                if (!uid_acquire(cred.uid)) {
+                    if (limit_warn_due(&g_uid_warned_ms))
+                        log_warning("uid %u holds %u connections on the verify socket "
+                                    "(max-connections-per-uid): a new one is closed",
+                                    (unsigned)cred.uid, g_conf->max_connections_per_uid);
+                    h2o_socket_close(sock);
+                    continue;
+                }
+                counted = true;
+            }
+        }
         worker *to = choose_loop(w);
         if (atomic_load_explicit(&to->load, memory_order_relaxed) > MAX_CONNS_PER_WORKER ||
             w->stopping) {
             h2o_socket_close(sock);
             atomic_fetch_sub_explicit(&to->load, 1, memory_order_relaxed);
+            if (counted)
+                uid_release(cred.uid);
             continue;
         }
         if (to == w) {
-            serve(w, sock, l->kind);
+            serve(w, sock, l->kind, &cred, counted);
             continue;
         }
         handoff *h = calloc(1, sizeof(*h));
@@ -745,9 +906,13 @@ static void on_accept(h2o_socket_t *lsock, const char *err)
                 h2o_socket_close(sock);
             free(h);
             atomic_fetch_sub_explicit(&to->load, 1, memory_order_relaxed);
+            if (counted)
+                uid_release(cred.uid);
             continue;
         }
         h->kind = l->kind;
+        h->cred = cred;
+        h->uid_counted = counted;
         h2o_multithread_send_message(&to->handoff_receiver, &h->super);
     }
 }
@@ -762,8 +927,10 @@ static void on_handoff(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mes
         if (w->stopping) {
             h2o_socket_dispose_export(&h->sock);
             atomic_fetch_sub_explicit(&w->load, 1, memory_order_relaxed);
+            if (h->uid_counted)
+                uid_release(h->cred.uid);
         } else
-            serve(w, h2o_socket_import(w->loop, &h->sock), h->kind);
+            serve(w, h2o_socket_import(w->loop, &h->sock), h->kind, &h->cred, h->uid_counted);
         free(h);
     }
 }
@@ -857,6 +1024,8 @@ static void on_stop(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messag
     w->stopping = true;
     w->stop_deadline = h2o_now(w->loop) + DRAIN_TIMEOUT_MS;
     for (size_t i = 0; i < w->n_listeners; i++) {
+        if (h2o_timeout_is_linked(&w->listeners[i].pause_entry))
+            h2o_timeout_unlink(&w->listeners[i].pause_entry);
         h2o_socket_read_stop(w->listeners[i].sock);
         h2o_socket_close(w->listeners[i].sock);
         w->listeners[i].sock = NULL;
@@ -966,6 +1135,7 @@ static int worker_init(worker *w, const listen_fd *lfds, size_t n)
     h2o_multithread_register_receiver(w->queue, &w->wake_receiver, on_wake);
     h2o_multithread_register_receiver(w->queue, &w->handoff_receiver, on_handoff);
     h2o_timeout_init(w->loop, &w->idle_timeout, (uint64_t)g_conf->idle_timeout_ms);
+    h2o_timeout_init(w->loop, &w->accept_pause, ACCEPT_PAUSE_MS);
     h2o_linklist_init_anchor(&w->conns);
     if (metrics_thread_init() < 0)
         return -ENOMEM;
@@ -989,6 +1159,7 @@ static int worker_init(worker *w, const listen_fd *lfds, size_t n)
         l->kind = lfds[i].kind;
         l->sock = h2o_evloop_socket_create(w->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
         l->sock->data = l;
+        l->pause_entry.cb = on_accept_pause_end;
         w->n_listeners++;
         h2o_socket_read_start(l->sock, on_accept);
     }
@@ -1003,6 +1174,15 @@ int server_start(const conf *c, const listen_fd *lfds, size_t n)
     g_conf = c;
     g_lfds = lfds;
     g_n_lfds = n;
+    g_self_uid = geteuid();
+    /* Every connection is a descriptor; keep some back (FD_RESERVE) for the rest. */
+    struct rlimit rl;
+    uint64_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                         ? (uint64_t)rl.rlim_cur
+                         : UINT64_C(1) << 20;
+    uint64_t reserve = FD_RESERVE + (uint64_t)c->threads * (FD_RESERVE_PER_LOOP + n);
+    g_conn_budget = (size_t)(limit > 2 * reserve ? limit - reserve : limit / 2);
+    log_debug("up to %zu connections (descriptor limit %" PRIu64 ")", g_conn_budget, limit);
     g_workers = calloc(c->threads, sizeof(*g_workers));
     if (!g_workers)
         return -ENOMEM;
@@ -1053,6 +1233,7 @@ static void worker_teardown(worker *w)
     h2o_multithread_unregister_receiver(w->queue, &w->handoff_receiver);
     h2o_multithread_destroy_queue(w->queue);
     h2o_timeout_dispose(w->loop, &w->idle_timeout);
+    h2o_timeout_dispose(w->loop, &w->accept_pause);
     free(w->listeners);
     h2o_evloop_destroy(w->loop);
 }
@@ -1067,4 +1248,6 @@ void server_free(void)
         pthread_join(g_workers[i].tid, NULL);
     g_workers = mfree(g_workers);
     g_n_workers = 0;
+    g_uids = mfree(g_uids);
+    g_n_uids = g_cap_uids = 0;
 }
