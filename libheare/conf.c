@@ -64,6 +64,7 @@ static int set_metrics_prefix(conf *c, const char *key, const char *value, char 
 static int set_metrics_interval(conf *c, const char *key, const char *value, char **reterr);
 static int set_max_failures(conf *c, const char *key, const char *value, char **reterr);
 static int set_idle_timeout(conf *c, const char *key, const char *value, char **reterr);
+static int set_message_timeout(conf *c, const char *key, const char *value, char **reterr);
 static int set_threads(conf *c, const char *key, const char *value, char **reterr);
 
 static const conf_key_info keys[] = {
@@ -93,6 +94,8 @@ static const conf_key_info keys[] = {
     {"max-failures-per-minute", "600", NULL,
      "failed verifies a peer may make per minute before it is throttled"},
     {"idle-timeout", "60s", NULL, "idle connections are closed after this"},
+    {"message-timeout", "10s", NULL,
+     "a Varlink message not complete this long after its first byte closes the connection"},
     {"threads", "number of CPUs", NULL, "worker threads, 1 to 256"},
 };
 
@@ -119,6 +122,7 @@ static const conf_setter setters[] = {
     set_metrics_interval,
     set_max_failures,
     set_idle_timeout,
+    set_message_timeout,
     set_threads,
 };
 
@@ -303,6 +307,11 @@ static int set_metrics_interval(conf *c, const char *key, const char *value, cha
 static int set_idle_timeout(conf *c, const char *key, const char *value, char **reterr)
 {
     return parse_interval_ms(key, value, &c->idle_timeout_ms, reterr);
+}
+
+static int set_message_timeout(conf *c, const char *key, const char *value, char **reterr)
+{
+    return parse_interval_ms(key, value, &c->message_timeout_ms, reterr);
 }
 
 static int set_cache(conf *c, const char *key, const char *value, char **reterr)
@@ -675,6 +684,7 @@ int conf_init(conf *c)
         .metrics_interval_ms = 10000,
         .max_failures_per_minute = 600,
         .idle_timeout_ms = 60000,
+        .message_timeout_ms = 10000,
         .threads = 0,
     };
     c->store = strdup("file:///var/lib/heare-auth/keys.json");
@@ -999,6 +1009,8 @@ static void dump_value(FILE *f, const conf *c, size_t i)
         fprintf(f, "%" PRId64, c->max_failures_per_minute);
     else if (strcmp(k, "idle-timeout") == 0)
         dump_duration(f, c->idle_timeout_ms);
+    else if (strcmp(k, "message-timeout") == 0)
+        dump_duration(f, c->message_timeout_ms);
     else if (strcmp(k, "threads") == 0)
         fprintf(f, "%u", c->threads);
 }

@@ -288,6 +288,44 @@ def test_idle_timeout(make_daemon):
         ok(busy.call(HEALTH, {}))
 
 
+def test_message_timeout_closes_a_dripping_connection(make_daemon):
+    """A message must be whole within message-timeout of its first byte: bytes dripped one
+    at a time do not keep the connection open (each byte used to restart the idle clock),
+    while a connection idle between messages for less than idle-timeout stays, and a
+    well-behaved client is served all along."""
+    d = make_daemon(extra_args=["--message-timeout", "1s", "--idle-timeout", "4s"])
+    key, secret = d.create("drip")
+    d.watch(secret)
+    msg = json.dumps({"method": VERIFY, "parameters": {"key": secret}}).encode() + b"\0"
+    with d.connect("verify") as drip, d.connect("verify") as idle, \
+            d.connect("verify") as busy:
+        ok(idle.call(HEALTH, {}))
+        t0 = time.monotonic()
+        closed_at = None
+        for i in range(len(msg) - 1):  # never the terminator
+            if not drip.send_raw(msg[i:i + 1]):
+                closed_at = time.monotonic() - t0
+                break
+            assert ok(busy.call(VERIFY, {"key": secret}))["code"] == "VALID"
+            if drip.at_eof(0.25):
+                closed_at = time.monotonic() - t0
+                break
+        assert closed_at is not None, "dripping connection still open after the whole message"
+        assert 0.7 <= closed_at <= 3.0, closed_at
+        # idle (between messages) for about as long as the dripper lived: still served
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - t0)))
+        assert ok(idle.call(VERIFY, {"key": secret}))["code"] == "VALID"
+        # and a message cut in two writes, 0.5 s apart, is well within message-timeout
+        assert busy.send_raw(msg[:10])
+        time.sleep(0.5)
+        assert busy.send_raw(msg[10:])
+        assert ok(busy.recv())["code"] == "VALID"
+    events = d.events("connection_timeout")
+    assert len(events) == 1, events
+    assert events[0].get("peer_uid") == os.getuid(), events
+    assert not d.leaked_secrets()
+
+
 def test_message_split_across_writes(daemon):
     key, secret = daemon.create("split")
     msg = json.dumps({"method": VERIFY, "parameters": {"key": secret}}).encode() + b"\0"
