@@ -417,6 +417,102 @@ def test_malformed_http_gets_4xx_and_the_daemon_goes_on(http, data):
     assert http.req("GET", "/health").status == 200
 
 
+def raw_until_close(host, port, data, timeout=5.0):
+    """Sends data; returns (every byte received, whether the daemon closed the connection
+    within timeout)."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                return out, False
+            except ConnectionResetError:
+                return out, True
+            if not chunk:
+                return out, True
+            out += chunk
+        return out, False
+
+
+def verify_head(body, *headers):
+    return (b"POST /verify HTTP/1.1\r\nHost: x\r\n" + b"".join(h + b"\r\n" for h in headers)
+            + b"\r\n" + body)
+
+
+def chunked(body):
+    return b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("case", [
+    "content-length-twice-different", "content-length-twice-equal", "content-length-and-te",
+    "te-and-content-length", "folded-header", "folded-header-tab", "folded-content-length",
+])
+def test_ambiguous_framing_is_400_and_closes(http, case):
+    """RFC 9112: a proxy in front may frame these otherwise than h2o does (h2o takes the
+    first Content-Length, and chunked over Content-Length), so they are refused and the
+    connection closed, and nothing after them is read as a request."""
+    key, secret = http.d.create("framing")
+    http.d.watch(secret)
+    body = json.dumps({"api_key": secret}).encode()
+    n = len(body)
+    data = {
+        "content-length-twice-different":
+            verify_head(body, b"Content-Length: %d" % n, b"Content-Length: 5"),
+        "content-length-twice-equal":
+            verify_head(body, b"Content-Length: %d" % n, b"Content-Length: %d" % n),
+        "content-length-and-te":
+            verify_head(chunked(body), b"Content-Length: 5", b"Transfer-Encoding: chunked"),
+        "te-and-content-length":
+            verify_head(chunked(body), b"Transfer-Encoding: chunked", b"Content-Length: 5"),
+        "folded-header":
+            verify_head(body, b"X-Note: a", b" b", b"Content-Length: %d" % n),
+        "folded-header-tab":
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Note: a\r\n\tb\r\n\r\n",
+        "folded-content-length":
+            verify_head(body, b"Content-Length:", b" %d" % n),
+    }[case]
+    # a second request right behind it must not be answered
+    out, closed = raw_until_close(http.host, http.port,
+                                  data + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", out)
+    assert statuses == [b"400"], out
+    assert closed, f"connection left open after {case}: {out!r}"
+    assert b"connection: close" in out.lower(), out
+    # the key was never verified, and a new connection is served as usual
+    assert not [e for e in http.d.logs() if e.get("event", "").startswith("verification")]
+    assert http.verify(secret).status == 200
+    assert not http.d.leaked_secrets()
+
+
+def test_ambiguous_framing_after_a_good_request_on_the_same_connection(http):
+    key, secret = http.d.create("framing-pipelined")
+    http.d.watch(secret)
+    body = json.dumps({"api_key": secret}).encode()
+    good = verify_head(body, b"Content-Length: %d" % len(body))
+    bad = verify_head(body, b"Content-Length: %d" % len(body), b"Content-Length: %d" % len(body))
+    out, closed = raw_until_close(http.host, http.port, good + bad + good)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", out) == [b"200", b"400"], out
+    assert closed
+
+
+def test_one_content_length_or_chunked_alone_is_served(http):
+    key, secret = http.d.create("framing-ok")
+    http.d.watch(secret)
+    body = json.dumps({"api_key": secret}).encode()
+    for data in (verify_head(body, b"Content-Length: %d" % len(body)),
+                 verify_head(chunked(body), b"Transfer-Encoding: chunked"),
+                 b"\r\n" + verify_head(body, b"content-length: %d" % len(body))):
+        out, _ = raw_until_close(http.host, http.port, data, timeout=1.0)
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", out) == [b"200"], (data, out)
+
+
 def test_slow_client_is_cut_off(http):
     # idle-timeout is 2 s here: a request that has not arrived whole by then is dropped
     started = time.monotonic()
