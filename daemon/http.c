@@ -15,6 +15,7 @@
 #include "daemon.h"
 #include "errors.h"
 #include "http.h"
+#include "json-lenient.h"
 #include "json-scan.h"
 #include "json-util.h"
 #include "log.h"
@@ -362,6 +363,14 @@ static void handle_verify(h2o_req_t *req)
     }
     if (req->entity.base)
         body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr);
+    if (req->entity.base && !body) {
+        /* Valid JSON that jansson refuses (an escaped NUL, a lone surrogate, a number
+         * beyond a double) is not "not JSON": its api_key is then MALFORMED, or not a
+         * string. */
+        json_t *unfit;
+        if (json_lenient_load(req->entity.base, req->entity.len, 0, &body, &unfit) < 0)
+            body = NULL;
+    }
     /* The body holds the key: the parsed copy is all we need from here on. */
     if (req->entity.base)
         secret_wipe(req->entity.base, req->entity.len);
@@ -375,7 +384,9 @@ static void handle_verify(h2o_req_t *req)
         respond_unprocessable(req, "api_key", "field required", "value_error.missing");
         return;
     }
-    if (jscope && !json_is_null(jscope) && !json_is_string(jscope)) {
+    /* A scope holding a NUL is no C string: refused like one of another type. */
+    if (jscope && !json_is_null(jscope) &&
+        !(json_is_string(jscope) && strlen(json_string_value(jscope)) == json_string_length(jscope))) {
         respond_unprocessable(req, "scope", "str type expected", "type_error.str");
         return;
     }

@@ -26,6 +26,7 @@
 
 #include "daemon.h"
 #include "http.h"
+#include "json-lenient.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
@@ -328,11 +329,15 @@ bool call_read_string_params(call_ctx *ctx, const json_t *params, const param_fi
         for (i = 0; i < n; i++)
             if (strcmp(fields[i].name, name) == 0)
                 break;
-        if (i == n || !(json_is_string(v) || (json_is_null(v) && !fields[i].required))) {
+        if (i == n || !(json_is_string(v) || (json_is_null(v) && !fields[i].required)) ||
+            (json_is_string(v) && !fields[i].len &&
+             strlen(json_string_value(v)) != json_string_length(v))) {
             call_error_invalid_parameter(ctx, name);
             return false;
         }
         *fields[i].value = json_string_value(v);
+        if (fields[i].len)
+            *fields[i].len = json_string_length(v);
     }
     for (size_t i = 0; i < n; i++)
         if (fields[i].required && !*fields[i].value) {
@@ -392,9 +397,11 @@ static void dispatch(conn *c, const varlink_call *call)
     const interface_entry *iface = NULL;
     const method_entry *m = NULL;
 
-    if (varlink_split_method(call->method, &iface_len, &method_name) < 0) {
+    /* A name holding a NUL (valid JSON, see varlink_call_parse) is no method's. */
+    if (strlen(call->method) != call->method_len ||
+        varlink_split_method(call->method, &iface_len, &method_name) < 0) {
         call_error(&ctx, "org.varlink.service.MethodNotFound",
-                   json_pack("{s:s}", "method", call->method));
+                   json_pack("{s:s%}", "method", call->method, call->method_len));
         return;
     }
     for (const interface_entry *i = interfaces; i->name; i++)
@@ -421,6 +428,18 @@ static void dispatch(conn *c, const varlink_call *call)
     }
     /* "more" on a method with one answer is answered once, as Varlink allows. */
     ctx.more = (call->flags & VARLINK_CALL_MORE) && (m->flags & METHOD_MORE);
+    if (call->lenient) {
+        /* A number no parameter type can hold, or a string with a NUL inside an object or
+         * array, is the parameter's error whatever the method (the field readers judge
+         * top-level strings: a key may hold anything and is then MALFORMED). */
+        const char *name;
+        json_t *v;
+        json_object_foreach((json_t *)call->parameters, name, v)
+            if (json_lenient_holds_unfit(v, call->unfit, true)) {
+                call_error_invalid_parameter(&ctx, name);
+                return;
+            }
+    }
     m->fn(&ctx, call->parameters);
     if (!ctx.answered)
         call_error(&ctx, "io.heare.AuthAdmin.StoreUnavailable",
