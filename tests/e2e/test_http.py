@@ -165,6 +165,56 @@ def test_verify_body_not_json_is_400(http, body):
     assert "detail" in r.json()
 
 
+@pytest.mark.parametrize("body,status,code", [
+    (r'{"api_key":"sec_\u0000"}', 401, "MALFORMED"),
+    (r'{"api_key":"\u0000"}', 401, "MALFORMED"),
+    (r'{"api_key":"\ud800"}', 401, "MALFORMED"),
+    (r'{"api_key":"sec_\udc00x"}', 401, "MALFORMED"),
+    (r'{"api_key":"SECRET\u0000"}', 401, "MALFORMED"),  # not cut short to the good key
+    (r'{"api_key":"SECRET","x":1e999999}', 200, "VALID"),  # other members are ignored
+    ('{"api_key":1e999999}', 422, "api_key"),
+    ('{"api_key":-1e999999}', 422, "api_key"),
+    ('{"api_key":123456789012345678901234567890}', 422, "api_key"),
+    (r'{"api_key\u0000":"SECRET"}', 422, "api_key"),
+    ('{"api_key":"SECRET","scope":1e999999}', 422, "scope"),
+    (r'{"api_key":"SECRET","scope":"docs.read\u0000x"}', 422, "scope"),
+], ids=["nul", "only-nul", "high-surrogate", "low-surrogate", "good-key-nul", "huge-other",
+        "huge", "huge-negative", "30-digits", "nul-in-name", "huge-scope", "nul-scope"])
+def test_verify_valid_json_jansson_refuses_is_not_400(http, body, status, code):
+    """Valid JSON is never "not JSON": a key with a NUL or a lone surrogate is an invalid
+    key (401 MALFORMED); a number jansson cannot hold is a non-string api_key (422)."""
+    key, secret = http.d.create("lenient-http", scopes=["docs.read"])
+    http.d.watch(secret)
+    body = body.replace("SECRET", secret)
+    json.loads(body)  # valid JSON, as Python reads it
+    conn = httpclient.HTTPConnection(http.host, http.port, timeout=10)
+    try:
+        conn.request("POST", "/verify", body=body)
+        r = conn.getresponse()
+        got = json.loads(r.read())
+        assert r.status == status, (body, got)
+        if status == 401:
+            assert got == {"detail": {"valid": False, "error": "Invalid API key", "code": code}}
+        elif status == 422:
+            assert got["detail"][0]["loc"] == ["body", code], got
+        else:
+            assert got["code"] == code, got
+        # the connection is kept alive and serves the next request
+        conn.request("POST", "/verify", body=json.dumps({"api_key": secret}))
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["code"] == "VALID"
+    finally:
+        conn.close()
+    assert not http.d.leaked_secrets()
+
+
+def test_verify_invalid_json_beside_those_is_still_400(http):
+    for body in (r'{"api_key":"\u0000\x"}', r'{"api_key":1e999999,}',
+                 b'{"api_key":"\xed\xa0\x80"}', r'{"api_key":"\u0000"} {}'):
+        r = http.req("POST", "/verify", body)
+        assert r.status == 400, (body, r.body)
+
+
 def test_verify_body_over_64k_is_413_and_the_daemon_goes_on(http):
     big = json.dumps({"api_key": "sec_x", "pad": "x" * (64 * 1024)})
     r = http.req("POST", "/verify", big)
