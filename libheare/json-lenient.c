@@ -11,6 +11,7 @@
 #include "json-lenient.h"
 #include "json-util.h"
 #include "macro.h"
+#include "secret.h"
 
 typedef struct reader {
     const char *p, *end;
@@ -31,6 +32,21 @@ static bool yajl_takes(const char *text, size_t len)
               yajl_complete_parse(h) == yajl_status_ok;
     yajl_free(h);
     return ok;
+}
+
+/* A decoded string. It may be a key: wiped whole (NULs and all) before it is freed. */
+typedef struct decoded {
+    char *s;
+    size_t len, cap;
+} decoded;
+
+static void decoded_wipe(decoded *d)
+{
+    if (d->s) {
+        secret_wipe(d->s, d->cap);
+        free(d->s);
+    }
+    *d = (decoded){0};
 }
 
 static int fail(reader *r, int err)
@@ -101,11 +117,11 @@ static size_t put_utf8(char *out, unsigned cp)
     return 4;
 }
 
-/* A string at r->p (its opening quote), decoded into a new buffer *ret of *ret_len bytes
- * (NUL-terminated too); *ret_odd if it holds a NUL or a lone surrogate, which become NUL
- * bytes. *ret_raw and *ret_raw_len are its text between the quotes. */
-static int read_string(reader *r, char **ret, size_t *ret_len, bool *ret_odd,
-                       const char **ret_raw, size_t *ret_raw_len)
+/* A string at r->p (its opening quote), decoded into *ret (NUL-terminated too); *ret_odd
+ * if it holds a NUL or a lone surrogate, which become NUL bytes. *ret_raw and *ret_raw_len
+ * are its text between the quotes. */
+static int read_string(reader *r, decoded *ret, bool *ret_odd, const char **ret_raw,
+                       size_t *ret_raw_len)
 {
     if (r->p >= r->end || *r->p != '"')
         return fail(r, -EPROTO);
@@ -116,9 +132,11 @@ static int read_string(reader *r, char **ret, size_t *ret_len, bool *ret_odd,
         q += *q == '\\' && q + 1 < r->end ? 2 : 1;
     if (q >= r->end)
         return fail(r, -EPROTO);
-    _cleanup_free_ char *buf = malloc((size_t)(q - start) + 1);
-    if (!buf)
+    _cleanup_(decoded_wipe) decoded d = {.cap = (size_t)(q - start) + 1};
+    d.s = malloc(d.cap);
+    if (!d.s)
         return fail(r, -ENOMEM);
+    char *buf = d.s;
     size_t n = 0;
     bool odd = false;
     const char *p = start;
@@ -172,9 +190,10 @@ static int read_string(reader *r, char **ret, size_t *ret_len, bool *ret_odd,
         }
     }
     buf[n] = '\0';
+    d.len = n;
     r->p = q + 1;
-    *ret = TAKE_PTR(buf);
-    *ret_len = n;
+    *ret = d;
+    d = (decoded){0};
     *ret_odd = odd;
     *ret_raw = start;
     *ret_raw_len = (size_t)(q - start);
@@ -261,13 +280,15 @@ static json_t *read_object(reader *r)
         return TAKE_PTR(obj);
     }
     for (;;) {
-        _cleanup_free_ char *name = NULL;
-        size_t name_len, raw_len;
-        const char *raw;
+        _cleanup_(decoded_wipe) decoded d = {0};
+        _cleanup_free_ char *raw_name = NULL;
+        size_t raw_len;
+        const char *raw, *name;
         bool odd;
         skip_space(r);
-        if (read_string(r, &name, &name_len, &odd, &raw, &raw_len) < 0)
+        if (read_string(r, &d, &odd, &raw, &raw_len) < 0)
             return NULL;
+        name = d.s;
         skip_space(r);
         if (r->p >= r->end || *r->p != ':')
             return fail(r, -EPROTO), NULL;
@@ -278,8 +299,7 @@ static json_t *read_object(reader *r)
             return NULL;
         if (odd) {
             /* A name jansson cannot hold: named as written, its value unfit to take. */
-            free(name);
-            name = strndup(raw, raw_len);
+            name = raw_name = strndup(raw, raw_len);
             json_decref(v);
             v = marker(r);
             if (!name || !v)
@@ -346,13 +366,13 @@ static json_t *read_value(reader *r)
         return v;
     }
     case '"': {
-        _cleanup_free_ char *s = NULL;
-        size_t n, raw_len;
+        _cleanup_(decoded_wipe) decoded d = {0};
+        size_t raw_len;
         const char *raw;
         bool odd;
-        if (read_string(r, &s, &n, &odd, &raw, &raw_len) < 0)
+        if (read_string(r, &d, &odd, &raw, &raw_len) < 0)
             return NULL;
-        json_t *v = json_stringn(s, n);
+        json_t *v = json_stringn(d.s, d.len);
         if (!v)
             fail(r, -ENOMEM);
         return v;
