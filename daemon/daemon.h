@@ -190,13 +190,16 @@ extern const interface_entry interfaces[];
 bool interface_offered(const interface_entry *i, sock_kind kind);
 
 /* Reads string parameters through a field table: each entry names a member, whether it is
- * required, and where the value goes (borrowed from params). Unknown members and wrong
- * types answer InvalidParameter. Returns false if an error was sent. With n 0 it checks
- * that a method without parameters got none. */
+ * required, and where the value goes (borrowed from params), with its length if len is
+ * set. Unknown members and wrong types answer InvalidParameter, and so does a string
+ * holding a NUL (valid JSON, but no C string) unless the field takes its length. Returns
+ * false if an error was sent. With n 0 it checks that a method without parameters got
+ * none. */
 typedef struct param_field {
     const char *name;
     const char **value;
     bool required;
+    size_t *len; /* NULL: the value must hold no NUL */
 } param_field;
 bool call_read_string_params(call_ctx *ctx, const json_t *params, const param_field *fields,
                              size_t n);

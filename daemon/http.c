@@ -8,12 +8,14 @@
 #include <netinet/in.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
 #include "daemon.h"
 #include "errors.h"
 #include "http.h"
+#include "json-lenient.h"
 #include "json-scan.h"
 #include "json-util.h"
 #include "log.h"
@@ -361,6 +363,14 @@ static void handle_verify(h2o_req_t *req)
     }
     if (req->entity.base)
         body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr);
+    if (req->entity.base && !body) {
+        /* Valid JSON that jansson refuses (an escaped NUL, a lone surrogate, a number
+         * beyond a double) is not "not JSON": its api_key is then MALFORMED, or not a
+         * string. */
+        json_t *unfit;
+        if (json_lenient_load(req->entity.base, req->entity.len, 0, &body, &unfit) < 0)
+            body = NULL;
+    }
     /* The body holds the key: the parsed copy is all we need from here on. */
     if (req->entity.base)
         secret_wipe(req->entity.base, req->entity.len);
@@ -374,7 +384,9 @@ static void handle_verify(h2o_req_t *req)
         respond_unprocessable(req, "api_key", "field required", "value_error.missing");
         return;
     }
-    if (jscope && !json_is_null(jscope) && !json_is_string(jscope)) {
+    /* A scope holding a NUL is no C string: refused like one of another type. */
+    if (jscope && !json_is_null(jscope) &&
+        !(json_is_string(jscope) && strlen(json_string_value(jscope)) == json_string_length(jscope))) {
         respond_unprocessable(req, "scope", "str type expected", "type_error.str");
         return;
     }
@@ -587,6 +599,61 @@ static void handle_refresh(h2o_req_t *req)
     }
 }
 
+/* ---- framing ---- */
+
+static bool name_is(const char *p, size_t len, const char *lit)
+{
+    return len == strlen(lit) && strncasecmp(p, lit, len) == 0;
+}
+
+/* RFC 9112 §6.3: a request with more than one Content-Length (even equal ones), with both
+ * Transfer-Encoding and Content-Length, or with a folded header line is refused, because a
+ * proxy in front may frame it otherwise than h2o does and pass on a second request hidden
+ * in the body. h2o 2.2.5 takes such a request: it frames it by the first Content-Length, or
+ * by Transfer-Encoding over Content-Length, and keeps neither header in req->headers. So
+ * the head is read again where h2o parsed it: at the start of the connection's input,
+ * which h2o consumes only once the response is sent. False (refuse) as well if the head is
+ * not found there. */
+static bool framing_ok(h2o_req_t *req)
+{
+    h2o_socket_t *sock =
+        req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    if (!sock || !sock->input)
+        return false;
+    const char *p = sock->input->bytes, *end = p + sock->input->size, *nl;
+    size_t n_length = 0, n_encoding = 0;
+
+    /* picohttpparser skips empty lines before a request. */
+    while (p < end && (*p == '\r' || *p == '\n'))
+        p++;
+    if ((size_t)(end - p) < req->method.len || memcmp(p, req->method.base, req->method.len) != 0)
+        return false;
+    nl = memchr(p, '\n', (size_t)(end - p)); /* the request line */
+    if (!nl)
+        return false;
+    for (p = nl + 1;; p = nl + 1) {
+        nl = memchr(p, '\n', (size_t)(end - p));
+        if (!nl)
+            return false;
+        size_t len = (size_t)(nl - p);
+        if (len > 0 && p[len - 1] == '\r')
+            len--;
+        if (len == 0)
+            break; /* the end of the head */
+        if (*p == ' ' || *p == '\t')
+            return false; /* obsolete line folding */
+        const char *colon = memchr(p, ':', len);
+        if (!colon)
+            return false;
+        size_t name_len = (size_t)(colon - p);
+        if (name_is(p, name_len, "content-length"))
+            n_length++;
+        else if (name_is(p, name_len, "transfer-encoding"))
+            n_encoding++;
+    }
+    return n_length <= 1 && !(n_length > 0 && n_encoding > 0);
+}
+
 /* ---- routing ---- */
 
 static bool path_is(const h2o_req_t *req, const char *path)
@@ -610,6 +677,13 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     bool get = method_is(req, "GET") || method_is(req, "HEAD");
 
+    if (req->version < 0x200 && !framing_ok(req)) {
+        /* Whatever follows on this connection may be the rest of a request framed otherwise:
+         * nothing more is read from it. */
+        req->http1_is_persistent = 0;
+        respond_str(req, 400, "{\"detail\":\"ambiguous request framing\"}");
+        return 0;
+    }
     if (path_is(req, "/verify") && method_is(req, "POST"))
         handle_verify(req);
     else if (path_is_auth(req))

@@ -95,7 +95,7 @@ static void method_get_metrics(call_ctx *ctx, const json_t *params)
 static void method_get_key(call_ctx *ctx, const json_t *params)
 {
     const char *id;
-    const param_field fields[] = {{"id", &id, true}};
+    const param_field fields[] = {{"id", &id, true, NULL}};
     if (!call_read_string_params(ctx, params, fields, ELEMENTSOF(fields)))
         return;
 

@@ -194,15 +194,17 @@ static void verify_answer(call_ctx *ctx, char *key, size_t key_len, const char *
 static void method_verify(call_ctx *ctx, const json_t *params)
 {
     const char *key, *scope, *user_agent;
+    size_t key_len = 0;
+    /* The key with its length: one with a NUL is MALFORMED, never cut short at it. */
     const param_field fields[] = {
-        {"key", &key, true},
-        {"scope", &scope, false},
-        {"user_agent", &user_agent, false},
+        {"key", &key, true, &key_len},
+        {"scope", &scope, false, NULL},
+        {"user_agent", &user_agent, false, NULL},
     };
     if (!call_read_string_params(ctx, params, fields, ELEMENTSOF(fields)))
         return;
     /* The parsed message is ours: verify_run wipes the key in it. */
-    verify_answer(ctx, (char *)key, strlen(key), scope, user_agent);
+    verify_answer(ctx, (char *)key, key_len, scope, user_agent);
 }
 
 /* The same parameters as method_verify, read from a scanned call: same errors, same

@@ -40,7 +40,7 @@ static void method_get_info(call_ctx *ctx, const json_t *params)
 static void method_get_interface_description(call_ctx *ctx, const json_t *params)
 {
     const char *name;
-    const param_field fields[] = {{"interface", &name, true}};
+    const param_field fields[] = {{"interface", &name, true, NULL}};
     if (!call_read_string_params(ctx, params, fields, 1))
         return;
 

@@ -1,12 +1,14 @@
 /* server: the serving loops. One h2o evloop per worker thread, every worker accepting on
  * every listening socket and handing each new connection to the loop that serves the fewest
  * (the kernel wakes one loop for a burst of connections, which would otherwise get them
- * all); each Varlink connection is an h2o_socket_t with an idle timeout.
+ * all); each Varlink connection is an h2o_socket_t with an idle timeout, and a message
+ * timeout from the first byte of a message to its end.
  * Calls are framed, checked against the socket and the peer, and dispatched through the
  * interface tables; replies go out in call order. Admin writes are handed to the store
  * thread and the connection waits for the answer without blocking its loop. */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <grp.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -27,6 +29,7 @@
 
 #include "daemon.h"
 #include "http.h"
+#include "json-lenient.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
@@ -89,6 +92,7 @@ struct worker {
     listener *listeners;
     size_t n_listeners;
     h2o_timeout_t idle_timeout;
+    h2o_timeout_t message_timeout;
     h2o_timeout_t accept_pause;
     h2o_linklist_t conns;
     size_t n_conns;
@@ -108,6 +112,9 @@ typedef struct conn {
     bool uid_counted; /* holds one of its uid's max-connections-per-uid */
     varlink_framing framing;
     h2o_timeout_entry_t idle_entry;
+    /* Linked while part of a message is in and the rest is awaited: a message must be
+     * whole within message-timeout of its first byte. */
+    h2o_timeout_entry_t message_entry;
     h2o_linklist_t link;
     char *out; /* replies not yet handed to the socket */
     size_t out_len, out_cap;
@@ -343,11 +350,15 @@ bool call_read_string_params(call_ctx *ctx, const json_t *params, const param_fi
         for (i = 0; i < n; i++)
             if (strcmp(fields[i].name, name) == 0)
                 break;
-        if (i == n || !(json_is_string(v) || (json_is_null(v) && !fields[i].required))) {
+        if (i == n || !(json_is_string(v) || (json_is_null(v) && !fields[i].required)) ||
+            (json_is_string(v) && !fields[i].len &&
+             strlen(json_string_value(v)) != json_string_length(v))) {
             call_error_invalid_parameter(ctx, name);
             return false;
         }
         *fields[i].value = json_string_value(v);
+        if (fields[i].len)
+            *fields[i].len = json_string_length(v);
     }
     for (size_t i = 0; i < n; i++)
         if (fields[i].required && !*fields[i].value) {
@@ -407,9 +418,11 @@ static void dispatch(conn *c, const varlink_call *call)
     const interface_entry *iface = NULL;
     const method_entry *m = NULL;
 
-    if (varlink_split_method(call->method, &iface_len, &method_name) < 0) {
+    /* A name holding a NUL (valid JSON, see varlink_call_parse) is no method's. */
+    if (strlen(call->method) != call->method_len ||
+        varlink_split_method(call->method, &iface_len, &method_name) < 0) {
         call_error(&ctx, "org.varlink.service.MethodNotFound",
-                   json_pack("{s:s}", "method", call->method));
+                   json_pack("{s:s%}", "method", call->method, call->method_len));
         return;
     }
     for (const interface_entry *i = interfaces; i->name; i++)
@@ -436,6 +449,18 @@ static void dispatch(conn *c, const varlink_call *call)
     }
     /* "more" on a method with one answer is answered once, as Varlink allows. */
     ctx.more = (call->flags & VARLINK_CALL_MORE) && (m->flags & METHOD_MORE);
+    if (call->lenient) {
+        /* A number no parameter type can hold, or a string with a NUL inside an object or
+         * array, is the parameter's error whatever the method (the field readers judge
+         * top-level strings: a key may hold anything and is then MALFORMED). */
+        const char *name;
+        json_t *v;
+        json_object_foreach((json_t *)call->parameters, name, v)
+            if (json_lenient_holds_unfit(v, call->unfit, true)) {
+                call_error_invalid_parameter(&ctx, name);
+                return;
+            }
+    }
     m->fn(&ctx, call->parameters);
     if (!ctx.answered)
         call_error(&ctx, "io.heare.AuthAdmin.StoreUnavailable",
@@ -615,6 +640,8 @@ static void conn_close(conn *c)
         return;
     if (h2o_timeout_is_linked(&c->idle_entry))
         h2o_timeout_unlink(&c->idle_entry);
+    if (h2o_timeout_is_linked(&c->message_entry))
+        h2o_timeout_unlink(&c->message_entry);
     h2o_linklist_unlink(&c->link);
     c->w->n_conns--;
     atomic_fetch_sub_explicit(&c->w->load, 1, memory_order_relaxed);
@@ -723,6 +750,9 @@ static void conn_process(conn *c)
         /* The message may have held a key. */
         secret_wipe(c->sock->input->bytes, consumed);
         h2o_buffer_consume(&c->sock->input, consumed);
+        /* That message is whole: the next one's clock starts with its first byte. */
+        if (h2o_timeout_is_linked(&c->message_entry))
+            h2o_timeout_unlink(&c->message_entry);
     }
     verify_batch_end();
     if (!c->sock)
@@ -735,6 +765,18 @@ static void conn_process(conn *c)
             h2o_timeout_link(c->w->loop, &c->w->idle_timeout, &c->idle_entry);
     } else if (h2o_timeout_is_linked(&c->idle_entry)) {
         h2o_timeout_unlink(&c->idle_entry);
+    }
+    /* The message clock runs only while the daemon waits for the rest of a message: not
+     * while it holds complete calls back (a job out, replies not read), when the peer
+     * is not the one keeping the message unfinished. It is not restarted by later bytes of
+     * the same message, which is what keeps a client that drips them from holding the
+     * connection; the idle clock is, so idle-timeout keeps its meaning between messages. */
+    bool awaiting_rest = all_read && c->sock->input->size > 0 && !c->close_after_flush;
+    if (!awaiting_rest) {
+        if (h2o_timeout_is_linked(&c->message_entry))
+            h2o_timeout_unlink(&c->message_entry);
+    } else if (!h2o_timeout_is_linked(&c->message_entry)) {
+        h2o_timeout_link(c->w->loop, &c->w->message_timeout, &c->message_entry);
     }
     if (conn_flush(c))
         conn_update_reading(c);
@@ -764,6 +806,19 @@ static void on_idle_timeout(h2o_timeout_entry_t *entry)
     conn_close(c);
 }
 
+static void on_message_timeout(h2o_timeout_entry_t *entry)
+{
+    conn *c = H2O_STRUCT_FROM_MEMBER(conn, message_entry, entry);
+    /* The bytes are not logged: they may be part of a key. */
+    log_event(LOG_NOTICE,
+              &(log_fields){.event = "connection_timeout", .peer_uid = c->peer.uid,
+                            .peer_pid = c->peer.pid},
+              "connection closed: message not complete within %" PRId64
+              " ms of its first byte (uid %u, pid %d)",
+              g_conf->message_timeout_ms, (unsigned)c->peer.uid, (int)c->peer.pid);
+    conn_close(c);
+}
+
 static void conn_new(worker *w, h2o_socket_t *sock, sock_kind kind, const struct ucred *cred,
                      bool uid_counted)
 {
@@ -783,6 +838,7 @@ static void conn_new(worker *w, h2o_socket_t *sock, sock_kind kind, const struct
     c->uid_counted = uid_counted;
     c->admin = -1;
     c->idle_entry.cb = on_idle_timeout;
+    c->message_entry.cb = on_message_timeout;
     sock->data = c;
     h2o_linklist_insert(&w->conns, &c->link);
     w->n_conns++;
@@ -1135,6 +1191,7 @@ static int worker_init(worker *w, const listen_fd *lfds, size_t n)
     h2o_multithread_register_receiver(w->queue, &w->wake_receiver, on_wake);
     h2o_multithread_register_receiver(w->queue, &w->handoff_receiver, on_handoff);
     h2o_timeout_init(w->loop, &w->idle_timeout, (uint64_t)g_conf->idle_timeout_ms);
+    h2o_timeout_init(w->loop, &w->message_timeout, (uint64_t)g_conf->message_timeout_ms);
     h2o_timeout_init(w->loop, &w->accept_pause, ACCEPT_PAUSE_MS);
     h2o_linklist_init_anchor(&w->conns);
     if (metrics_thread_init() < 0)
@@ -1233,6 +1290,7 @@ static void worker_teardown(worker *w)
     h2o_multithread_unregister_receiver(w->queue, &w->handoff_receiver);
     h2o_multithread_destroy_queue(w->queue);
     h2o_timeout_dispose(w->loop, &w->idle_timeout);
+    h2o_timeout_dispose(w->loop, &w->message_timeout);
     h2o_timeout_dispose(w->loop, &w->accept_pause);
     free(w->listeners);
     h2o_evloop_destroy(w->loop);

@@ -64,6 +64,7 @@ static int set_metrics_prefix(conf *c, const char *key, const char *value, char 
 static int set_metrics_interval(conf *c, const char *key, const char *value, char **reterr);
 static int set_max_failures(conf *c, const char *key, const char *value, char **reterr);
 static int set_idle_timeout(conf *c, const char *key, const char *value, char **reterr);
+static int set_message_timeout(conf *c, const char *key, const char *value, char **reterr);
 static int set_max_conns_per_uid(conf *c, const char *key, const char *value, char **reterr);
 static int set_threads(conf *c, const char *key, const char *value, char **reterr);
 
@@ -94,6 +95,8 @@ static const conf_key_info keys[] = {
     {"max-failures-per-minute", "600", NULL,
      "failed verifies a peer may make per minute before it is throttled"},
     {"idle-timeout", "60s", NULL, "idle connections are closed after this"},
+    {"message-timeout", "10s", NULL,
+     "a Varlink message not complete this long after its first byte closes the connection"},
     {"max-connections-per-uid", "256", NULL,
      "connections one uid may hold on the verify socket (root and the daemon's user: any)"},
     {"threads", "number of CPUs", NULL, "worker threads, 1 to 256"},
@@ -122,6 +125,7 @@ static const conf_setter setters[] = {
     set_metrics_interval,
     set_max_failures,
     set_idle_timeout,
+    set_message_timeout,
     set_max_conns_per_uid,
     set_threads,
 };
@@ -307,6 +311,11 @@ static int set_metrics_interval(conf *c, const char *key, const char *value, cha
 static int set_idle_timeout(conf *c, const char *key, const char *value, char **reterr)
 {
     return parse_interval_ms(key, value, &c->idle_timeout_ms, reterr);
+}
+
+static int set_message_timeout(conf *c, const char *key, const char *value, char **reterr)
+{
+    return parse_interval_ms(key, value, &c->message_timeout_ms, reterr);
 }
 
 static int set_cache(conf *c, const char *key, const char *value, char **reterr)
@@ -698,6 +707,7 @@ int conf_init(conf *c)
         .metrics_interval_ms = 10000,
         .max_failures_per_minute = 600,
         .idle_timeout_ms = 60000,
+        .message_timeout_ms = 10000,
         .max_connections_per_uid = 256,
         .threads = 0,
     };
@@ -1023,6 +1033,8 @@ static void dump_value(FILE *f, const conf *c, size_t i)
         fprintf(f, "%" PRId64, c->max_failures_per_minute);
     else if (strcmp(k, "idle-timeout") == 0)
         dump_duration(f, c->idle_timeout_ms);
+    else if (strcmp(k, "message-timeout") == 0)
+        dump_duration(f, c->message_timeout_ms);
     else if (strcmp(k, "max-connections-per-uid") == 0)
         fprintf(f, "%u", c->max_connections_per_uid);
     else if (strcmp(k, "threads") == 0)

@@ -46,6 +46,7 @@ typedef struct conf {
     int64_t metrics_interval_ms;
     int64_t max_failures_per_minute;
     int64_t idle_timeout_ms;
+    int64_t message_timeout_ms; /* a Varlink message's first byte to its last */
     unsigned max_connections_per_uid; /* on the verify socket; uid 0 and ours are exempt */
     unsigned threads;     /* 0 until set: the number of CPUs */
 } conf;

@@ -204,7 +204,8 @@ static bool type_ok(const json_t *v, field_type t)
 {
     switch (t) {
     case F_STRING:
-        return json_is_string(v);
+        /* A string with a NUL (valid JSON) is no C string: refused, never cut short. */
+        return json_is_string(v) && strlen(json_string_value(v)) == json_string_length(v);
     case F_OBJECT:
         return json_is_object(v);
     case F_ARRAY:

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "ascii.h"
+#include "json-lenient.h"
 #include "json-scan.h"
 #include "json-util.h"
 #include "varlink.h"
@@ -98,11 +99,23 @@ int varlink_call_parse(const char *msg, size_t len, varlink_call *ret, const cha
      * a syntax error; the trailing-garbage check of json_loadb stays on. */
     _cleanup_json_ json_t *message =
         json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
-    if (!message) {
-        *reterr_reason = json_error_code(&error) == json_error_duplicate_key
-                             ? "duplicate member name"
-                             : "not JSON";
+    json_t *unfit = NULL;
+    bool lenient = false;
+    if (!message && json_error_code(&error) == json_error_duplicate_key) {
+        *reterr_reason = "duplicate member name";
         return -EPROTO;
+    }
+    if (!message) {
+        /* Valid JSON is never "not JSON": jansson refuses some of it whatever its flags. */
+        int r = json_lenient_load(msg, len, JSON_LENIENT_REJECT_DUPLICATES, &message, &unfit);
+        if (r < 0) {
+            *reterr_reason = r == -EEXIST   ? "duplicate member name"
+                             : r == -E2BIG  ? "nested too deeply"
+                             : r == -ENOMEM ? "out of memory"
+                                            : "not JSON";
+            return r == -ENOMEM ? -ENOMEM : -EPROTO;
+        }
+        lenient = true;
     }
     if (!json_is_object(message)) {
         *reterr_reason = "not a JSON object";
@@ -119,9 +132,11 @@ int varlink_call_parse(const char *msg, size_t len, varlink_call *ret, const cha
         return -EPROTO;
     }
 
-    size_t iface_len;
+    size_t iface_len, method_len = json_string_length(method);
     const char *method_name;
-    if (varlink_split_method(json_string_value(method), &iface_len, &method_name) < 0) {
+    /* A name with a NUL is no method's, whatever its C string says. */
+    if (strlen(json_string_value(method)) == method_len &&
+        varlink_split_method(json_string_value(method), &iface_len, &method_name) < 0) {
         *reterr_reason = "method is not a qualified name";
         return -EPROTO;
     }
@@ -154,8 +169,11 @@ int varlink_call_parse(const char *msg, size_t len, varlink_call *ret, const cha
 
     *ret = (varlink_call){
         .method = json_string_value(method),
+        .method_len = method_len,
         .parameters = parameters,
         .flags = (oneway ? VARLINK_CALL_ONEWAY : 0u) | (more ? VARLINK_CALL_MORE : 0u),
+        .lenient = lenient,
+        .unfit = unfit,
     };
     ret->message = TAKE_PTR(message);
     return 0;

@@ -33,14 +33,21 @@ char varlink_terminator(varlink_framing framing);
 typedef struct varlink_call {
     json_t *message;         /* owns the whole parsed message */
     const char *method;      /* "io.heare.Auth.Verify", borrowed from message */
+    size_t method_len;       /* longer than strlen(method) if the name holds a NUL */
     const json_t *parameters; /* object; an empty one if absent (borrowed) */
     unsigned flags;           /* VARLINK_CALL_* */
+    /* Read by json-lenient because jansson refused it: strings may hold NULs and values
+     * may be json-lenient's marker (unfit, borrowed from message; NULL if none). */
+    bool lenient;
+    const json_t *unfit;
 } varlink_call;
 
 /* Parses one message as a call: a JSON object with a string "method" (a qualified name
  * "iface.Method"), optional object "parameters", optional bool "oneway"/"more"; "more"
- * and "oneway" together are refused; other members are ignored. Returns 0, or -EPROTO with
- * *reterr_reason (static string) saying what is wrong. */
+ * and "oneway" together are refused; other members are ignored. Valid JSON that jansson
+ * refuses is read by json_lenient_load(), and a method name holding a NUL is taken as it
+ * is (no such method exists: the caller answers MethodNotFound). Returns 0, or -EPROTO
+ * with *reterr_reason (static string) saying what is wrong. */
 int varlink_call_parse(const char *msg, size_t len, varlink_call *ret, const char **reterr_reason);
 
 /* Releases what a parsed call owns. */

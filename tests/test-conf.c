@@ -51,6 +51,7 @@ static void test_keys_table(void)
         "metrics-interval",
         "max-failures-per-minute",
         "idle-timeout",
+        "message-timeout",
         "max-connections-per-uid",
         "threads",
     };
@@ -93,6 +94,7 @@ static void test_defaults(void)
     CHECK_INT(c.metrics_interval_ms, 10000);
     CHECK_INT(c.max_failures_per_minute, 600);
     CHECK_INT(c.idle_timeout_ms, 60000);
+    CHECK_INT(c.message_timeout_ms, 10000);
     CHECK_INT(c.max_connections_per_uid, 256);
     CHECK_INT(c.threads, 0);
 
@@ -131,6 +133,8 @@ static void test_good_values(void)
     CHECK_INT(c.poll_interval_ms, 30000);
     SET_OK("idle-timeout", "2h");
     CHECK_INT(c.idle_timeout_ms, 7200000);
+    SET_OK("message-timeout", "1s");
+    CHECK_INT(c.message_timeout_ms, 1000);
     SET_OK("cache", "");
     CHECK_STR(c.cache, "");
     SET_OK("cache", "/tmp/cache.json");
@@ -241,6 +245,8 @@ static void test_bad_values(void)
         {"poll-interval", "9223372036854775807s", -EINVAL, "is too long"},
         {"idle-timeout", "0", -EINVAL, "idle-timeout: '0' is shorter than 1s"},
         {"idle-timeout", "10x", -EINVAL, "idle-timeout: '10x' is not a duration"},
+        {"message-timeout", "0s", -EINVAL, "message-timeout: '0s' is shorter than 1s"},
+        {"message-timeout", "soon", -EINVAL, "message-timeout: 'soon' is not a duration"},
         {"metrics-interval", "0m", -EINVAL, "metrics-interval: '0m' is shorter than 1s"},
         {"cache", "cache.json", -EINVAL, "cache: 'cache.json' is not an absolute path"},
         {"cache", "/var/cache/", -EINVAL, "names a directory"},
@@ -596,6 +602,7 @@ static void test_dump(void)
     CHECK(check_contains(dump, "store = file:///var/lib/heare-auth/keys.json\n"));
     CHECK(check_contains(dump, "poll-interval = 10s\n"));
     CHECK(check_contains(dump, "idle-timeout = 60s\n"));
+    CHECK(check_contains(dump, "message-timeout = 10s\n"));
     CHECK(check_contains(dump, "log-level = info\n"));
     CHECK(check_contains(dump, "log-format = auto\n"));
     CHECK(check_contains(dump, "log-verify = all\n"));

@@ -1,9 +1,13 @@
-/* test-json-scan: the flat-object scanner against jansson. Whatever the scanner takes,
- * jansson reads as the same object; the scanner never changes the message; and it takes
- * the plain forms clients write. */
+/* test-json-scan: the flat-object scanner against the full path (jansson, then
+ * json-lenient for the valid JSON jansson refuses). Whatever the scanner takes, the full
+ * path reads as the same object; the scanner never changes the message; it takes the plain
+ * forms clients write, and leaves the rest (escaped NULs, lone surrogates, numbers beyond
+ * a double) to the full path, which reads them. */
+#include <errno.h>
 #include <string.h>
 
 #include "check.h"
+#include "json-lenient.h"
 #include "json-scan.h"
 #include "json-util.h"
 
@@ -19,8 +23,19 @@ static int scan_whole(char *msg, size_t len, json_flat_member *m)
     return n >= 0 && s.p == s.end ? n : -1;
 }
 
-/* If the scanner takes msg, jansson must read the same members and values. Returns 1 if
- * the scanner took it. */
+/* The daemon's full path for a body the scanner left: jansson, then json-lenient. */
+static json_t *full_path(const char *msg, size_t len, json_t **ret_marker)
+{
+    json_error_t err;
+    json_t *v = json_loadb(msg, len, JSON_DECODE_ANY, &err);
+    *ret_marker = NULL;
+    if (!v && json_lenient_load(msg, len, 0, &v, ret_marker) < 0)
+        return NULL;
+    return v;
+}
+
+/* If the scanner takes msg, the full path must read the same members and values. Returns
+ * 1 if the scanner took it. */
 static int check_against_jansson(const char *msg, size_t len)
 {
     char buf[256];
@@ -33,8 +48,9 @@ static int check_against_jansson(const char *msg, size_t len)
     if (n < 0)
         return 0;
 
-    json_error_t err;
-    _cleanup_json_ json_t *v = json_loadb(msg, len, JSON_DECODE_ANY, &err);
+    json_t *marker;
+    _cleanup_json_ json_t *v = full_path(msg, len, &marker);
+    CHECK(marker == NULL);
     if (!json_is_object(v) || json_object_size(v) != (size_t)n)
         fprintf(stderr, "scanner took %d members of what jansson reads otherwise: %.*s\n", n,
                 (int)len, msg);
@@ -91,6 +107,8 @@ static void test_mutations(void)
         "{\"api_key\":\"sec_0abcdef\"}",
         "{ \"api_key\" : \"sec_0abc\", \"scope\" : \"docs.read\" }",
         "{\"a\":\"1\",\"b\":\"2\",\"c\":\"3\"}",
+        "{\"api_key\":\"sec_\\u0000\",\"scope\":\"\\ud800\"}",
+        "{\"api_key\":\"sec_0\",\"scope\":1e999999}",
     };
     static const char subst[] = {'"', '\\', '{', '}', '[', ':', ',', ' ', '\n', 'x', '0',
                                  '\0', '\x01', (char)0x80, (char)0xc3, 'n', 'u'};
@@ -118,10 +136,56 @@ static void test_mutations(void)
     CHECK(taken < tried);
 }
 
+/* Valid JSON that jansson refuses: the scanner leaves each untouched, and the full path
+ * reads it, api_key as a string of its real length (with NULs for \u0000 and lone
+ * surrogates: MALFORMED) or as the marker (not a string: 422). */
+static void test_jansson_refuses(void)
+{
+    static const struct {
+        const char *msg;
+        int key_len; /* -1: api_key is the marker */
+    } cases[] = {
+        {"{\"api_key\":\"sec_\\u0000abc\"}", 8},
+        {"{\"api_key\":\"\\u0000\"}", 1},
+        {"{\"api_key\":\"sec_\\ud800\"}", 5},
+        {"{\"api_key\":\"\\udc00sec\"}", 4},
+        {"{\"api_key\":\"sec\\uDBFF\\u0041\"}", 5},
+        {"{\"api_key\":1e999999}", -1},
+        {"{\"api_key\":-1e999999}", -1},
+        {"{\"api_key\":123456789012345678901234567890}", -1},
+        {"{\"api_key\":\"sec_0abc\",\"scope\":\"a\\u0000b\"}", 8},
+        {"{\"api_key\":\"sec_0abc\",\"scope\":1e999999}", 8},
+        {"{\"api_key\":\"sec_0abc\",\"x\":123456789012345678901234567890}", 8},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        char buf[128];
+        json_flat_member m[MAX_MEMBERS];
+        size_t len = strlen(cases[i].msg);
+        json_error_t err;
+        fprintf(stderr, "jansson refuses %zu: %s\n", i, cases[i].msg);
+        memcpy(buf, cases[i].msg, len);
+        CHECK_INT(scan_whole(buf, len, m), -1);
+        CHECK(memcmp(buf, cases[i].msg, len) == 0);
+        CHECK(json_loadb(cases[i].msg, len, JSON_DECODE_ANY, &err) == NULL);
+
+        json_t *marker;
+        _cleanup_json_ json_t *v = full_path(cases[i].msg, len, &marker);
+        CHECK(json_is_object(v));
+        const json_t *key = json_object_get(v, "api_key");
+        if (cases[i].key_len < 0) {
+            CHECK(marker != NULL && key == marker);
+        } else {
+            CHECK(json_is_string(key));
+            CHECK_INT((int)json_string_length(key), cases[i].key_len);
+        }
+    }
+}
+
 int main(void)
 {
     test_plain_forms();
     test_mutations();
+    test_jansson_refuses();
     fprintf(stderr, "ok\n");
     return 0;
 }

@@ -261,6 +261,20 @@ static const struct bad_call bad_calls[] = {
     {"{\"method\":\"a.B\",\"more\":\"true\"}", 0, "more is not a boolean"},
     {"{\"method\":\"a.B\",\"more\":0}", 0, "more is not a boolean"},
     {"{\"method\":\"a.B\",\"oneway\":true,\"more\":true}", 0, "oneway and more both set"},
+    /* what jansson refuses but is no JSON either stays "not JSON" */
+    {"{\"method\":\"a.B\",\"x\":\"\\u0000\\x\"}", 0, "not JSON"},
+    {"{\"method\":\"a.B\",\"x\":1e999999,}", 0, "not JSON"},
+    {"{\"method\":\"a.B\",\"x\":\"\xed\xa0\x80\"}", 0, "not JSON"},
+    {"{\"method\":\"a.B\",\"x\":1e999999}\f", 0, "not JSON"},
+    {"{\"method\":\"a.B\",\"x\":1e999999,\"x\":1}", 0, "duplicate member name"},
+    {"{\"method\":\"a.B\",\"parameters\":{\"k\":\"\\u0000\",\"k\":\"a\"}}", 0,
+     "duplicate member name"},
+    /* valid, read, and still no call */
+    {"{\"method\":1e999999}", 0, "method is not a string"},
+    {"{\"method\":\"a.B\",\"parameters\":123456789012345678901234567890}", 0,
+     "parameters is not an object"},
+    {"{\"method\":\"a.B\",\"oneway\":1e999999}", 0, "oneway is not a boolean"},
+    {"{\"method\\u0000\":\"a.B\"}", 0, "method missing"},
 };
 
 static void test_call_bad(void)
@@ -277,6 +291,76 @@ static void test_call_bad(void)
         CHECK_STR(call.method, "untouched");
         CHECK(call.message == NULL);
     }
+}
+
+/* Valid JSON that jansson refuses: both scanners leave it untouched, and the full parser
+ * reads it (lenient) into the call the daemon answers from: a key with a NUL of its real
+ * length (MALFORMED), a number as the unfit marker (InvalidParameter), a method name with a
+ * NUL of its real length (MethodNotFound). */
+static void test_call_jansson_refuses(void)
+{
+    static const struct {
+        const char *msg;
+        size_t method_len;
+        const char *param; /* a parameter to look at, or NULL */
+        int param_len;     /* its string length, or -1: the marker */
+    } cases[] = {
+        {"{\"method\":\"io.heare.Auth.Verify\",\"parameters\":{\"key\":\"sec_\\u0000x\"}}", 20,
+         "key", 6},
+        {"{\"method\":\"io.heare.Auth.Verify\",\"parameters\":{\"key\":\"\\ud800\"}}", 20, "key", 1},
+        {"{\"method\":\"io.heare.Auth.Verify\",\"parameters\":{\"key\":\"a\\udfff\"}}", 20, "key", 2},
+        {"{\"method\":\"io.heare.Auth.Verify\",\"parameters\":{\"key\":1e999999}}", 20, "key", -1},
+        {"{\"method\":\"io.heare.Auth.Verify\",\"parameters\":{\"key\":"
+         "123456789012345678901234567890}}", 20, "key", -1},
+        {"{\"method\":\"io.heare.Auth.Verify\",\"parameters\":{\"key\":\"k\",\"scope\":1e999999}}",
+         20, "scope", -1},
+        {"{\"method\":\"io.heare.Auth.Verify\",\"parameters\":{\"key\":\"k\",\"nope\":-1e999}}", 20,
+         "nope", -1},
+        {"{\"method\":\"io.heare.AuthAdmin.RotateKey\",\"parameters\":{\"id\":\"key_a\","
+         "\"grace_seconds\":123456789012345678901234567890}}", 28, "grace_seconds", -1},
+        {"{\"method\":\"io.heare.Auth.Verify\\u0000\",\"parameters\":{\"key\":\"k\"}}", 21, "key", 1},
+        {"{\"method\":\"\\u0000\"}", 1, NULL, 0},
+        {"{\"method\":\"a.B\",\"ignored\":1e999999}", 3, NULL, 0},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        char buf[256];
+        size_t len = strlen(cases[i].msg);
+        varlink_simple_call sc;
+        varlink_call call;
+        const char *reason = NULL;
+
+        fprintf(stderr, "jansson refuses %zu: %s\n", i, cases[i].msg);
+        memcpy(buf, cases[i].msg, len + 1);
+        CHECK_INT(varlink_call_scan_simple(buf, len, &sc), 0);
+        CHECK(memcmp(buf, cases[i].msg, len + 1) == 0);
+        /* the compact form too, after a leading space (see test_scan_compact) */
+        char spaced[258] = " ";
+        memcpy(spaced + 1, cases[i].msg, len + 1);
+        CHECK_INT(varlink_call_scan_simple(spaced, len + 1, &sc), 0);
+
+        CHECK_INT(varlink_call_parse(cases[i].msg, len, &call, &reason), 0);
+        CHECK(call.lenient);
+        CHECK_INT(call.method_len, cases[i].method_len);
+        if (cases[i].param) {
+            const json_t *v = json_object_get(call.parameters, cases[i].param);
+            if (cases[i].param_len < 0) {
+                CHECK(call.unfit != NULL && v == call.unfit);
+            } else {
+                CHECK(json_is_string(v));
+                CHECK_INT(json_string_length(v), cases[i].param_len);
+            }
+        }
+        varlink_call_done(&call);
+    }
+
+    /* What jansson reads is not read leniently. */
+    const char plain[] = "{\"method\":\"a.B\",\"parameters\":{\"key\":\"\\u0041\"}}";
+    varlink_call call;
+    const char *reason = NULL;
+    CHECK_INT(varlink_call_parse(plain, strlen(plain), &call, &reason), 0);
+    CHECK(!call.lenient && call.unfit == NULL);
+    CHECK_INT(call.method_len, 3);
+    varlink_call_done(&call);
 }
 
 /* The scanner takes only plain calls, NUL-terminates their strings in place, and leaves
@@ -371,6 +455,8 @@ static void test_scan_compact(void)
         "{\"method\":\"a.B\",\"parameters\":{}}",
         "{\"method\":\"a.B\"}",
         "{\"method\":\"a.B\",\"parameters\":{\"a\":\"1\",\"b\":\"2\",\"c\":\"3\",\"d\":\"4\"}}",
+        "{\"method\":\"a.B\",\"parameters\":{\"key\":\"\\u0000\"}}",
+        "{\"method\":\"a.B\",\"parameters\":{\"key\":1e999999}}",
     };
     static const char subst[] = {'"', '\\', '{', '}', ':', ',', ' ', '.', 'x', 'k', '\0',
                                  '\t', (char)0x80};
@@ -475,6 +561,7 @@ int main(void)
     test_split_method();
     test_call_good();
     test_call_bad();
+    test_call_jansson_refuses();
     test_scan_simple();
     test_scan_compact();
     fprintf(stderr, "ok\n");

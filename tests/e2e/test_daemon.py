@@ -17,7 +17,7 @@ SPEC_KEYS = [
     "verify-socket", "admin-socket", "http-listen", "admin-users", "admin-groups",
     "log-format", "log-level", "log-verify", "metrics-url", "metrics-secret",
     "metrics-prefix", "metrics-interval", "max-failures-per-minute", "idle-timeout",
-    "threads",
+    "message-timeout", "threads",
 ]
 
 

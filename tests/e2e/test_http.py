@@ -165,6 +165,56 @@ def test_verify_body_not_json_is_400(http, body):
     assert "detail" in r.json()
 
 
+@pytest.mark.parametrize("body,status,code", [
+    (r'{"api_key":"sec_\u0000"}', 401, "MALFORMED"),
+    (r'{"api_key":"\u0000"}', 401, "MALFORMED"),
+    (r'{"api_key":"\ud800"}', 401, "MALFORMED"),
+    (r'{"api_key":"sec_\udc00x"}', 401, "MALFORMED"),
+    (r'{"api_key":"SECRET\u0000"}', 401, "MALFORMED"),  # not cut short to the good key
+    (r'{"api_key":"SECRET","x":1e999999}', 200, "VALID"),  # other members are ignored
+    ('{"api_key":1e999999}', 422, "api_key"),
+    ('{"api_key":-1e999999}', 422, "api_key"),
+    ('{"api_key":123456789012345678901234567890}', 422, "api_key"),
+    (r'{"api_key\u0000":"SECRET"}', 422, "api_key"),
+    ('{"api_key":"SECRET","scope":1e999999}', 422, "scope"),
+    (r'{"api_key":"SECRET","scope":"docs.read\u0000x"}', 422, "scope"),
+], ids=["nul", "only-nul", "high-surrogate", "low-surrogate", "good-key-nul", "huge-other",
+        "huge", "huge-negative", "30-digits", "nul-in-name", "huge-scope", "nul-scope"])
+def test_verify_valid_json_jansson_refuses_is_not_400(http, body, status, code):
+    """Valid JSON is never "not JSON": a key with a NUL or a lone surrogate is an invalid
+    key (401 MALFORMED); a number jansson cannot hold is a non-string api_key (422)."""
+    key, secret = http.d.create("lenient-http", scopes=["docs.read"])
+    http.d.watch(secret)
+    body = body.replace("SECRET", secret)
+    json.loads(body)  # valid JSON, as Python reads it
+    conn = httpclient.HTTPConnection(http.host, http.port, timeout=10)
+    try:
+        conn.request("POST", "/verify", body=body)
+        r = conn.getresponse()
+        got = json.loads(r.read())
+        assert r.status == status, (body, got)
+        if status == 401:
+            assert got == {"detail": {"valid": False, "error": "Invalid API key", "code": code}}
+        elif status == 422:
+            assert got["detail"][0]["loc"] == ["body", code], got
+        else:
+            assert got["code"] == code, got
+        # the connection is kept alive and serves the next request
+        conn.request("POST", "/verify", body=json.dumps({"api_key": secret}))
+        r = conn.getresponse()
+        assert r.status == 200 and json.loads(r.read())["code"] == "VALID"
+    finally:
+        conn.close()
+    assert not http.d.leaked_secrets()
+
+
+def test_verify_invalid_json_beside_those_is_still_400(http):
+    for body in (r'{"api_key":"\u0000\x"}', r'{"api_key":1e999999,}',
+                 b'{"api_key":"\xed\xa0\x80"}', r'{"api_key":"\u0000"} {}'):
+        r = http.req("POST", "/verify", body)
+        assert r.status == 400, (body, r.body)
+
+
 def test_verify_body_over_64k_is_413_and_the_daemon_goes_on(http):
     big = json.dumps({"api_key": "sec_x", "pad": "x" * (64 * 1024)})
     r = http.req("POST", "/verify", big)
@@ -415,6 +465,102 @@ def test_malformed_http_gets_4xx_and_the_daemon_goes_on(http, data):
     out = http.raw(data)
     assert out.startswith(b"HTTP/1.1 4"), out[:200]
     assert http.req("GET", "/health").status == 200
+
+
+def raw_until_close(host, port, data, timeout=5.0):
+    """Sends data; returns (every byte received, whether the daemon closed the connection
+    within timeout)."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            s.settimeout(max(0.05, deadline - time.monotonic()))
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                return out, False
+            except ConnectionResetError:
+                return out, True
+            if not chunk:
+                return out, True
+            out += chunk
+        return out, False
+
+
+def verify_head(body, *headers):
+    return (b"POST /verify HTTP/1.1\r\nHost: x\r\n" + b"".join(h + b"\r\n" for h in headers)
+            + b"\r\n" + body)
+
+
+def chunked(body):
+    return b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+
+
+@pytest.mark.parametrize("case", [
+    "content-length-twice-different", "content-length-twice-equal", "content-length-and-te",
+    "te-and-content-length", "folded-header", "folded-header-tab", "folded-content-length",
+])
+def test_ambiguous_framing_is_400_and_closes(http, case):
+    """RFC 9112: a proxy in front may frame these otherwise than h2o does (h2o takes the
+    first Content-Length, and chunked over Content-Length), so they are refused and the
+    connection closed, and nothing after them is read as a request."""
+    key, secret = http.d.create("framing")
+    http.d.watch(secret)
+    body = json.dumps({"api_key": secret}).encode()
+    n = len(body)
+    data = {
+        "content-length-twice-different":
+            verify_head(body, b"Content-Length: %d" % n, b"Content-Length: 5"),
+        "content-length-twice-equal":
+            verify_head(body, b"Content-Length: %d" % n, b"Content-Length: %d" % n),
+        "content-length-and-te":
+            verify_head(chunked(body), b"Content-Length: 5", b"Transfer-Encoding: chunked"),
+        "te-and-content-length":
+            verify_head(chunked(body), b"Transfer-Encoding: chunked", b"Content-Length: 5"),
+        "folded-header":
+            verify_head(body, b"X-Note: a", b" b", b"Content-Length: %d" % n),
+        "folded-header-tab":
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Note: a\r\n\tb\r\n\r\n",
+        "folded-content-length":
+            verify_head(body, b"Content-Length:", b" %d" % n),
+    }[case]
+    # a second request right behind it must not be answered
+    out, closed = raw_until_close(http.host, http.port,
+                                  data + b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", out)
+    assert statuses == [b"400"], out
+    assert closed, f"connection left open after {case}: {out!r}"
+    assert b"connection: close" in out.lower(), out
+    # the key was never verified, and a new connection is served as usual
+    assert not [e for e in http.d.logs() if e.get("event", "").startswith("verification")]
+    assert http.verify(secret).status == 200
+    assert not http.d.leaked_secrets()
+
+
+def test_ambiguous_framing_after_a_good_request_on_the_same_connection(http):
+    key, secret = http.d.create("framing-pipelined")
+    http.d.watch(secret)
+    body = json.dumps({"api_key": secret}).encode()
+    good = verify_head(body, b"Content-Length: %d" % len(body))
+    bad = verify_head(body, b"Content-Length: %d" % len(body), b"Content-Length: %d" % len(body))
+    out, closed = raw_until_close(http.host, http.port, good + bad + good)
+    assert re.findall(rb"HTTP/1\.1 (\d{3}) ", out) == [b"200", b"400"], out
+    assert closed
+
+
+def test_one_content_length_or_chunked_alone_is_served(http):
+    key, secret = http.d.create("framing-ok")
+    http.d.watch(secret)
+    body = json.dumps({"api_key": secret}).encode()
+    for data in (verify_head(body, b"Content-Length: %d" % len(body)),
+                 verify_head(chunked(body), b"Transfer-Encoding: chunked"),
+                 b"\r\n" + verify_head(body, b"content-length: %d" % len(body))):
+        out, _ = raw_until_close(http.host, http.port, data, timeout=1.0)
+        assert re.findall(rb"HTTP/1\.1 (\d{3}) ", out) == [b"200"], (data, out)
 
 
 def test_slow_client_is_cut_off(http):

@@ -4,7 +4,9 @@ of an upstream that echoes the headers it gets, and a client in another network 
 import http.server
 import json
 import os
+import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -54,6 +56,14 @@ http {{
             proxy_set_header X-Auth-Key-Id $heare_key_id;
             proxy_set_header X-Auth-Key-Name $heare_key_name;
             proxy_pass http://127.0.0.1:{upstream_port};
+        }}
+
+        # POST /verify passed through, on kept-alive upstream connections: where a
+        # request hidden in another's body would land if the two framed it differently.
+        location = /verify {{
+            proxy_pass http://heare_auth/verify;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
         }}
 
         location /admin/ {{
@@ -162,6 +172,65 @@ def test_nginx_auth_request(nginx):
     assert d.verify(secret)["code"] == "VALID"
     ev = [e for e in d.events("verification_success") if e.get("peer_addr") == "127.0.0.1"]
     assert len(ev) >= 2
+
+
+def nginx_raw(port, data, timeout=3.0):
+    """Sends raw bytes to nginx; returns what it answers until it closes (or timeout)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(data)
+        out = b""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                chunk = s.recv(65536)
+            except (socket.timeout, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            out += chunk
+        return out
+
+
+SMUGGLED_KEY = "smuggled-" + "x" * 30
+
+
+@pytest.mark.parametrize("case", ["content-length-twice", "cl-te", "te-cl", "folded"])
+def test_nginx_does_not_pass_a_smuggled_request(nginx, case):
+    """Requests that frame ambiguously, sent to nginx in front of the daemon, with a
+    second request hidden where one reading of the framing puts it. nginx refuses some
+    itself and reframes what it passes on; whichever way, the daemon must never answer
+    the hidden request, and the proxy keeps working."""
+    d, port = nginx
+    key, secret = d.create("nginx-framing")
+    d.watch(secret)
+    hidden_body = json.dumps({"api_key": SMUGGLED_KEY}).encode()
+    hidden = (b"POST /verify HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(hidden_body)
+              + hidden_body)
+    body = json.dumps({"api_key": secret}).encode()
+    head = b"POST /verify HTTP/1.1\r\nHost: x\r\n"
+    data = {
+        "content-length-twice": head + b"Content-Length: %d\r\nContent-Length: %d\r\n\r\n"
+        % (len(body), len(body) + len(hidden)) + body + hidden,
+        "cl-te": head + b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n\r\n"
+        % (5 + len(hidden)) + b"0\r\n\r\n" + hidden,
+        "te-cl": head + b"Transfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"
+        + b"%x\r\n" % len(hidden) + hidden + b"\r\n0\r\n\r\n",
+        "folded": head + b"X-Note: a\r\n Content-Length: 0\r\nContent-Length: %d\r\n\r\n"
+        % len(body) + body,
+    }[case]
+    out = nginx_raw(port, data)
+    statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", out)
+    assert statuses and statuses[0] in (b"200", b"400", b"401"), out
+    # kept-alive upstream connections are reused: a hidden request left on one would be
+    # read now, before or with these
+    for _ in range(3):
+        r = http_request("127.0.0.1", port, "POST", "/verify", body=json.dumps({"api_key": secret}))
+        assert r.status == 200, r.body
+    time.sleep(0.2)
+    seen = [e for e in d.logs() if e.get("event", "").startswith("verification")
+            and (e.get("key_prefix") or "").startswith("smuggled")]
+    assert not seen, seen
+    assert not d.leaked_secrets()
 
 
 # -- /refresh from a peer that is not loopback ------------------------------------------------

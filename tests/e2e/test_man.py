@@ -31,7 +31,8 @@ SPEC_CONF_KEYS = ["store", "s3-region", "s3-endpoint", "s3-addressing", "s3-sse"
                   "poll-interval", "cache", "verify-socket", "admin-socket", "http-listen",
                   "admin-users", "admin-groups", "log-format", "log-level", "log-verify",
                   "metrics-url", "metrics-secret", "metrics-prefix", "metrics-interval",
-                  "max-failures-per-minute", "idle-timeout", "threads"]
+                  "max-failures-per-minute", "idle-timeout", "message-timeout",
+                  "threads"]
 SPEC_CONF_ENV = ["HEARE_AUTH_STORE", "S3_BUCKET", "S3_KEY", "S3_REGION", "AWS_REGION",
                  "S3_ENDPOINT", "HTTP_LISTEN", "PROTOCOL", "DEST_HOST", "DEST_PORT", "SECRET"]
 PAM_OPTIONS = ["socket=", "scope=", "user_match=", "timeout_ms=", "debug", "use_first_pass",

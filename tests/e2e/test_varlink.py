@@ -5,6 +5,8 @@ import os
 import subprocess
 import time
 
+import pytest
+
 from conftest import ROOT, Varlink, ok
 
 VERIFY = "io.heare.Auth.Verify"
@@ -273,6 +275,123 @@ def test_garbage_gets_invalid_message(daemon):
     assert ok(daemon.call(VERIFY, {"key": secret}, "verify"))["code"] == "VALID"
 
 
+# Valid JSON that jansson refuses whatever its flags: the answer the protocol gives, on a
+# connection that stays open (it used to be InvalidMessage and a closed connection).
+INVALID_PARAMETER = "org.varlink.service.InvalidParameter"
+HUGE = ["1e999999", "-1e999999", "123456789012345678901234567890"]
+VALID_JSON_JANSSON_REFUSES = (
+    # a key with an escaped NUL, a lone surrogate, or a byte outside printable ASCII
+    [("verify", VERIFY, '{"key":"%s"}' % k, "MALFORMED", None)
+     for k in (r"sec_\u0000", r"\u0000", r"sec_1\u0000" + "0" * 37, r"\ud800",
+               r"sec_\udc00", r"sec\uDBFF\u0041x", r"\u00e9t\u00e9", r"sec\u0001", "sec ab",
+               r"sec\u007f")]
+    # numbers beyond int64 and double where a string is expected, or unknown
+    + [("verify", VERIFY, '{"key":%s}' % n, INVALID_PARAMETER, "key") for n in HUGE]
+    + [("verify", VERIFY, '{"key":"sec_1","scope":%s}' % n, INVALID_PARAMETER, "scope")
+       for n in HUGE]
+    + [("verify", VERIFY, '{"key":"sec_1","bogus":%s}' % n, INVALID_PARAMETER, "bogus")
+       for n in HUGE]
+    + [("verify", HEALTH, '{"bogus":%s}' % n, INVALID_PARAMETER, "bogus") for n in HUGE[:1]]
+    # where an int is expected
+    + [("admin", CREATE, '{"name":"n","rate_limit":{"per_second":%s,"burst":1}}' % n,
+        INVALID_PARAMETER, "rate_limit") for n in HUGE]
+    + [("admin", "io.heare.AuthAdmin.RotateKey",
+        '{"id":"key_0000000000000000000000","grace_seconds":%s}' % n, INVALID_PARAMETER,
+        "grace_seconds") for n in HUGE]
+    # strings with a NUL where a C string is needed: refused, never cut short
+    + [("verify", VERIFY, r'{"key":"sec_1","scope":"docs.read\u0000x"}', INVALID_PARAMETER,
+        "scope"),
+       ("admin", CREATE, r'{"name":"n\u0000"}', INVALID_PARAMETER, "name"),
+       ("admin", CREATE, r'{"name":"n","metadata":{"a":"\u0000"}}', INVALID_PARAMETER,
+        "metadata"),
+       ("admin", CREATE, r'{"name":"n","metadata":{"a":1e999999}}', INVALID_PARAMETER,
+        "metadata"),
+       ("admin", CREATE, r'{"name":"n","scopes":["docs\ud800"]}', INVALID_PARAMETER, "scopes"),
+       ("verify", VERIFY, r'{"key\u0000":"sec_1"}', INVALID_PARAMETER, r"key\u0000")]
+    # a method name with an escaped NUL
+    + [("verify", VERIFY + r"\u0000", '{"key":"sec_1"}', "org.varlink.service.MethodNotFound",
+        None),
+       ("verify", r"\u0000", None, "org.varlink.service.MethodNotFound", None),
+       ("verify", r"io.heare.Auth\u0000.Verify", None, "org.varlink.service.MethodNotFound",
+        None)]
+)
+
+
+@pytest.mark.parametrize("sock,method,params,want,parameter", VALID_JSON_JANSSON_REFUSES,
+                         ids=[f"{m}({p})" for _, m, p, _, _ in VALID_JSON_JANSSON_REFUSES])
+def test_valid_json_is_never_invalid_message(daemon, sock, method, params, want, parameter):
+    key, secret = daemon.create("valid-json")
+    daemon.watch(secret)
+    text = '{"method":"%s"%s}' % (method, "" if params is None else ',"parameters":' + params)
+    json.loads(text)  # valid JSON, as Python reads it
+    with daemon.connect(sock) as c:
+        assert c.send_raw(text.encode() + b"\0")
+        r = c.recv()
+        assert r is not None, f"connection closed after {text}"
+        if want in ("MALFORMED",):
+            assert ok(r) == {"valid": False, "code": want}, (text, r)
+        else:
+            assert r.get("error") == want, (text, r)
+            if parameter is not None:
+                assert r["parameters"] == {"parameter": parameter}, (text, r)
+        if method.endswith(r"\u0000"):
+            assert r["parameters"]["method"] == json.loads('"%s"' % method), r
+        # the same connection goes on
+        assert ok(c.call(VERIFY, {"key": secret}))["code"] == "VALID"
+    assert not daemon.leaked_secrets()
+
+
+def test_a_good_key_with_an_escaped_nul_is_malformed_not_cut_short(daemon):
+    """A C string would stop at the NUL and find the key: the key is taken whole."""
+    key, secret = daemon.create("nul-tail")
+    daemon.watch(secret)
+    with daemon.connect("verify") as c:
+        for k in (secret + r"\u0000", secret + r"\u0000junk", secret + r"\ud800"):
+            assert c.send_raw(('{"method":"%s","parameters":{"key":"%s"}}' % (VERIFY, k))
+                              .encode() + b"\0")
+            assert ok(c.recv()) == {"valid": False, "code": "MALFORMED"}, k
+        # a scope with a NUL is not cut short to one the key has either
+        key2, secret2 = daemon.create("nul-scope", scopes=["docs.read"])
+        daemon.watch(secret2)
+        assert c.send_raw(('{"method":"%s","parameters":{"key":"%s","scope":"docs.read\\u0000x"}}'
+                           % (VERIFY, secret2)).encode() + b"\0")
+        r = c.recv()
+        assert r["error"] == INVALID_PARAMETER and r["parameters"] == {"parameter": "scope"}
+        assert ok(c.call(VERIFY, {"key": secret}))["code"] == "VALID"
+    assert not daemon.leaked_secrets()
+
+
+def test_json_jansson_refuses_is_read_in_line_mode_and_pipelined(daemon):
+    key, secret = daemon.create("valid-json-pipelined")
+    daemon.watch(secret)
+    msgs = [r'{"method":"%s","parameters":{"key":"sec_\u0000"}}' % VERIFY,
+            '{"method":"%s","parameters":{"key":"%s"}}' % (VERIFY, secret),
+            r'{"method":"%s","parameters":{"key":1e999999}}' % VERIFY,
+            '{"method":"%s","parameters":{"key":"%s"}}' % (VERIFY, secret)]
+    with daemon.connect("verify", line=True) as c:
+        assert c.send_raw(b"".join(m.encode() + b"\n" for m in msgs))
+        r = [c.recv() for _ in msgs]
+    assert ok(r[0])["code"] == "MALFORMED"
+    assert ok(r[1])["code"] == "VALID"
+    assert r[2]["error"] == INVALID_PARAMETER and r[2]["parameters"] == {"parameter": "key"}
+    assert ok(r[3])["code"] == "VALID"
+
+
+@pytest.mark.parametrize("junk", [
+    rb'{"method":"io.heare.Auth.Verify","parameters":{"key":"\u0000\x"}}',
+    rb'{"method":"io.heare.Auth.Verify","parameters":{"key":1e999999,}}',
+    rb'{"method":"io.heare.Auth.Verify","parameters":{"key":"\u0000"}} {}',
+    b'{"method":"io.heare.Auth.Verify","parameters":{"key":"\xed\xa0\x80"}}',
+    rb'{"method":"io.heare.Auth.Verify","parameters":{"key":1e999999},"x":1,"x":2}',
+], ids=["bad-escape", "trailing-comma", "two-values", "utf8-surrogate", "duplicate"])
+def test_invalid_json_beside_the_lenient_classes_is_still_invalid_message(daemon, junk):
+    with daemon.connect("verify") as c:
+        assert c.send_raw(junk + b"\0")
+        r = c.recv()
+        assert r is not None and r.get("error") == "io.heare.Auth.InvalidMessage", r
+        assert c.at_eof(5), f"connection not closed after {junk!r}"
+
+
 def test_idle_timeout(make_daemon):
     d = make_daemon(extra_args=["--idle-timeout", "1s"])
     with d.connect("verify") as idle:
@@ -286,6 +405,44 @@ def test_idle_timeout(make_daemon):
             ok(busy.call(HEALTH, {}))
             time.sleep(0.5)
         ok(busy.call(HEALTH, {}))
+
+
+def test_message_timeout_closes_a_dripping_connection(make_daemon):
+    """A message must be whole within message-timeout of its first byte: bytes dripped one
+    at a time do not keep the connection open (each byte used to restart the idle clock),
+    while a connection idle between messages for less than idle-timeout stays, and a
+    well-behaved client is served all along."""
+    d = make_daemon(extra_args=["--message-timeout", "1s", "--idle-timeout", "4s"])
+    key, secret = d.create("drip")
+    d.watch(secret)
+    msg = json.dumps({"method": VERIFY, "parameters": {"key": secret}}).encode() + b"\0"
+    with d.connect("verify") as drip, d.connect("verify") as idle, \
+            d.connect("verify") as busy:
+        ok(idle.call(HEALTH, {}))
+        t0 = time.monotonic()
+        closed_at = None
+        for i in range(len(msg) - 1):  # never the terminator
+            if not drip.send_raw(msg[i:i + 1]):
+                closed_at = time.monotonic() - t0
+                break
+            assert ok(busy.call(VERIFY, {"key": secret}))["code"] == "VALID"
+            if drip.at_eof(0.25):
+                closed_at = time.monotonic() - t0
+                break
+        assert closed_at is not None, "dripping connection still open after the whole message"
+        assert 0.7 <= closed_at <= 3.0, closed_at
+        # idle (between messages) for about as long as the dripper lived: still served
+        time.sleep(max(0.0, 2.0 - (time.monotonic() - t0)))
+        assert ok(idle.call(VERIFY, {"key": secret}))["code"] == "VALID"
+        # and a message cut in two writes, 0.5 s apart, is well within message-timeout
+        assert busy.send_raw(msg[:10])
+        time.sleep(0.5)
+        assert busy.send_raw(msg[10:])
+        assert ok(busy.recv())["code"] == "VALID"
+    events = d.events("connection_timeout")
+    assert len(events) == 1, events
+    assert events[0].get("peer_uid") == os.getuid(), events
+    assert not d.leaked_secrets()
 
 
 def test_message_split_across_writes(daemon):
