@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from conftest import free_port, http_daemon_args, http_request, wait_for
+from conftest import free_port, http_daemon_args, http_request, raw_http, wait_for
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
@@ -176,19 +176,7 @@ def test_nginx_auth_request(nginx):
 
 def nginx_raw(port, data, timeout=3.0):
     """Sends raw bytes to nginx; returns what it answers until it closes (or timeout)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(data)
-        out = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                chunk = s.recv(65536)
-            except (socket.timeout, ConnectionResetError):
-                break
-            if not chunk:
-                break
-            out += chunk
-        return out
+    return raw_http("127.0.0.1", port, data, timeout)
 
 
 SMUGGLED_KEY = "smuggled-" + "x" * 30
