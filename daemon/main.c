@@ -92,6 +92,11 @@ static int load_config(conf *c, const char *path, bool path_given, const flag_se
             return r;
         }
     }
+    r = conf_check(c, &err);
+    if (r < 0) {
+        fprintf(stderr, "heare-authd: %s\n", err ? err : strerror(-r));
+        return r;
+    }
     if (c->threads == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
         c->threads = cpus > 0 ? (unsigned)cpus : 1;
