@@ -6,12 +6,14 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "buffers.h"
 #include "daemon.h"
 #include "errors.h"
 #include "http.h"
@@ -25,12 +27,23 @@
 
 #define JSON_TYPE "application/json"
 
+/* Requests one connection gets answered in a turn (HTTP/1.1 pipelining, or HTTP/2
+ * streams), and requests answered from the ready queue between two polls of the loop:
+ * as for Varlink calls, a client that pipelines thousands waits its turn behind the
+ * others. */
+#define TURN_REQUESTS 16
+#define PASS_REQUESTS 64
+
 struct http_loop {
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
     h2o_linklist_t conns; /* tracked */
     size_t n_conns;
     atomic_size_t *load; /* the loop's count of connections, shared with the others */
+    h2o_linklist_t ready;   /* held_req: requests left after their connection's turn */
+    h2o_linklist_t waiting; /* held_req: requests held back by buffers-max */
+    const uint64_t *turn;   /* the serving loop's: one per poll and per pass over ready */
+    size_t pass_requests;
 };
 
 /* One per connection, to count it and to find its descriptor at drain time. h2o calls
@@ -39,10 +52,22 @@ typedef struct tracked {
     h2o_linklist_t link;
     http_loop *hl;
     h2o_socket_t *sock;
+    uint64_t held; /* bytes counted in buffers.h: the input h2o holds */
+    uint64_t turn;
+    unsigned turn_requests;
 } tracked;
+
+/* A request answered later, for its turn or for buffers-max. In the request's pool: when
+ * h2o disposes of the request (its connection gone), it leaves its queue. */
+typedef struct held_req {
+    h2o_linklist_t link;
+    h2o_req_t *req;
+    tracked *t;
+} held_req;
 
 static h2o_globalconf_t g_config;
 static bool g_config_inited;
+static int g_rcvbuf; /* SO_RCVBUF of TCP connections */
 
 /* ---- answers ---- */
 
@@ -673,17 +698,10 @@ static bool path_is_auth(const h2o_req_t *req)
     return p.len >= 5 && memcmp(p.base, "/auth", 5) == 0 && (p.len == 5 || p.base[5] == '/');
 }
 
-static int on_req(h2o_handler_t *self, h2o_req_t *req)
+static void route(h2o_req_t *req)
 {
     bool get = method_is(req, "GET") || method_is(req, "HEAD");
 
-    if (req->version < 0x200 && !framing_ok(req)) {
-        /* Whatever follows on this connection may be the rest of a request framed otherwise:
-         * nothing more is read from it. */
-        req->http1_is_persistent = 0;
-        respond_str(req, 400, "{\"detail\":\"ambiguous request framing\"}");
-        return 0;
-    }
     if (path_is(req, "/verify") && method_is(req, "POST"))
         handle_verify(req);
     else if (path_is_auth(req))
@@ -696,7 +714,144 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         handle_metrics(req);
     else
         respond_str(req, 404, "{\"detail\":\"Not Found\"}");
+}
+
+/* ---- turns and buffers ---- */
+
+static void on_conn_close(void *data);
+
+/* The tracked connection a request came on (HTTP/1 or HTTP/2), or NULL. */
+static tracked *tracked_of(h2o_req_t *req)
+{
+    h2o_socket_t *sock =
+        req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    return sock && sock->on_close.cb == on_conn_close ? sock->on_close.data : NULL;
+}
+
+/* Counts one request in t's turn; false once the turn is used up. */
+static bool take_request(tracked *t)
+{
+    http_loop *hl = t->hl;
+    if (t->turn != *hl->turn) {
+        t->turn = *hl->turn;
+        t->turn_requests = 0;
+    }
+    if (t->turn_requests >= TURN_REQUESTS)
+        return false;
+    t->turn_requests++;
+    hl->pass_requests++;
+    return true;
+}
+
+static void on_held_req_disposed(void *p)
+{
+    held_req *h = p;
+    if (h2o_linklist_is_linked(&h->link))
+        h2o_linklist_unlink(&h->link);
+}
+
+/* Queues req to be answered later; false on OOM (then it is answered now). h2o reads no more
+ * from an HTTP/1 connection while its request is unanswered, so a held request also holds
+ * back its connection's input. */
+static bool hold(h2o_req_t *req, tracked *t, h2o_linklist_t *queue)
+{
+    held_req *h = h2o_mem_alloc_shared(&req->pool, sizeof(*h), on_held_req_disposed);
+    if (!h)
+        return false;
+    *h = (held_req){.req = req, .t = t};
+    h2o_linklist_insert(queue, &h->link);
+    return true;
+}
+
+/* Answers a held request, or holds it again. */
+static void release(held_req *h)
+{
+    h2o_linklist_unlink(&h->link);
+    tracked *t = h->t;
+    if (!buffers_may_grow(t->held)) {
+        h2o_linklist_insert(&t->hl->waiting, &h->link);
+        return;
+    }
+    if (!take_request(t)) {
+        h2o_linklist_insert(&t->hl->ready, &h->link);
+        return;
+    }
+    route(h->req);
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    (void)self;
+    if (req->version < 0x200 && !framing_ok(req)) {
+        /* Whatever follows on this connection may be the rest of a request framed otherwise:
+         * nothing more is read from it. */
+        req->http1_is_persistent = 0;
+        respond_str(req, 400, "{\"detail\":\"ambiguous request framing\"}");
+        return 0;
+    }
+    tracked *t = tracked_of(req);
+    if (t) {
+        /* What h2o read and has not consumed: this request and any pipelined after it. */
+        buffers_set(&t->held, t->sock->input->size);
+        if (!buffers_may_grow(t->held) && hold(req, t, &t->hl->waiting))
+            return 0;
+        if (!take_request(t) && hold(req, t, &t->hl->ready))
+            return 0;
+    }
+    route(req);
     return 0;
+}
+
+/* Answers now the held requests whose connection's peer hung up or shut its side: it is not
+ * read meanwhile, so nothing else would notice; the answer's write ends it. */
+static void release_hung_up(http_loop *hl)
+{
+    h2o_linklist_t *node = hl->waiting.next;
+    while (node != &hl->waiting) {
+        held_req *h = H2O_STRUCT_FROM_MEMBER(held_req, link, node);
+        node = node->next;
+        struct pollfd p = {.fd = h2o_socket_get_fd(h->t->sock), .events = POLLRDHUP};
+        if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+            h2o_linklist_unlink(&h->link);
+            route(h->req);
+        }
+    }
+}
+
+void http_loop_run_ready(http_loop *hl)
+{
+    if (!hl)
+        return;
+    hl->pass_requests = 0;
+    h2o_linklist_t list;
+    h2o_linklist_init_anchor(&list);
+    h2o_linklist_insert_list(&list, &hl->ready);
+    while (!h2o_linklist_is_empty(&list) && hl->pass_requests < PASS_REQUESTS)
+        release(H2O_STRUCT_FROM_MEMBER(held_req, link, list.next));
+    h2o_linklist_insert_list(hl->ready.next, &list);
+}
+
+void http_loop_run_waiting(http_loop *hl, bool hangups)
+{
+    if (!hl)
+        return;
+    if (hangups)
+        release_hung_up(hl);
+    h2o_linklist_t list;
+    h2o_linklist_init_anchor(&list);
+    h2o_linklist_insert_list(&list, &hl->waiting);
+    while (!h2o_linklist_is_empty(&list))
+        release(H2O_STRUCT_FROM_MEMBER(held_req, link, list.next));
+}
+
+bool http_loop_has_ready(http_loop *hl)
+{
+    return hl && !h2o_linklist_is_empty(&hl->ready);
+}
+
+bool http_loop_has_waiting(http_loop *hl)
+{
+    return hl && !h2o_linklist_is_empty(&hl->waiting);
 }
 
 /* ---- configuration and loops ---- */
@@ -711,6 +866,10 @@ int http_init(const conf *c)
     g_config.http1.req_timeout = timeout < HTTP_REQUEST_TIMEOUT_MS ? timeout
                                                                    : HTTP_REQUEST_TIMEOUT_MS;
     g_config.http2.idle_timeout = g_config.http1.req_timeout;
+    /* h2o reads all a socket holds; Linux grows a TCP receive buffer to megabytes. Half of
+     * connection-buffer-max (the kernel doubles it, for its own overhead) bounds what one
+     * connection's input can take of buffers-max. */
+    g_rcvbuf = (int)(c->connection_buffer_max / 2);
 
     h2o_hostconf_t *host = h2o_config_register_host(&g_config, h2o_iovec_init(H2O_STRLIT("default")),
                                                     65535);
@@ -729,7 +888,7 @@ void http_free(void)
     g_config_inited = false;
 }
 
-http_loop *http_loop_new(h2o_evloop_t *loop, atomic_size_t *load)
+http_loop *http_loop_new(h2o_evloop_t *loop, atomic_size_t *load, const uint64_t *turn)
 {
     http_loop *hl = calloc(1, sizeof(*hl));
     if (!hl)
@@ -738,7 +897,10 @@ http_loop *http_loop_new(h2o_evloop_t *loop, atomic_size_t *load)
     hl->accept_ctx.ctx = &hl->ctx;
     hl->accept_ctx.hosts = g_config.hosts;
     h2o_linklist_init_anchor(&hl->conns);
+    h2o_linklist_init_anchor(&hl->ready);
+    h2o_linklist_init_anchor(&hl->waiting);
     hl->load = load;
+    hl->turn = turn;
     return hl;
 }
 
@@ -757,6 +919,7 @@ void http_loop_free(http_loop *hl)
 static void on_conn_close(void *data)
 {
     tracked *t = data;
+    buffers_set(&t->held, 0);
     h2o_linklist_unlink(&t->link);
     t->hl->n_conns--;
     atomic_fetch_sub_explicit(t->hl->load, 1, memory_order_relaxed);
@@ -777,6 +940,11 @@ void http_accept(http_loop *hl, h2o_socket_t *sock)
     hl->n_conns++;
     sock->on_close.cb = on_conn_close;
     sock->on_close.data = t;
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof(sa);
+    int fd = h2o_socket_get_fd(sock);
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && sa.ss_family != AF_UNIX)
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &g_rcvbuf, sizeof(g_rcvbuf));
     h2o_accept(&hl->accept_ctx, sock);
 }
 
