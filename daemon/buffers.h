@@ -32,5 +32,6 @@ bool buffers_may_grow(uint64_t held);
 bool buffers_may_read(uint64_t held, uint64_t read_max);
 
 /* Gives freed memory back to the kernel (malloc_trim) once enough has been freed since the
- * last time, at most once a second. From a serving loop, between iterations. */
+ * last time, at most once a second. From a thread that serves no client (it may take
+ * milliseconds). */
 void buffers_maybe_trim(void);

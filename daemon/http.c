@@ -24,15 +24,10 @@
 #include "macro.h"
 #include "metrics.h"
 #include "secret.h"
+#include "turns.h"
 
 #define JSON_TYPE "application/json"
 
-/* Requests one connection gets answered in a turn (HTTP/1.1 pipelining, or HTTP/2
- * streams), and requests answered from the ready queue between two polls of the loop:
- * as for Varlink calls, a client that pipelines thousands waits its turn behind the
- * others. */
-#define TURN_REQUESTS 16
-#define PASS_REQUESTS 64
 
 struct http_loop {
     h2o_context_t ctx;
@@ -40,10 +35,11 @@ struct http_loop {
     h2o_linklist_t conns; /* tracked */
     size_t n_conns;
     atomic_size_t *load; /* the loop's count of connections, shared with the others */
-    h2o_linklist_t ready;   /* held_req: requests left after their connection's turn */
-    h2o_linklist_t waiting; /* held_req: requests held back by buffers-max */
-    const uint64_t *turn;   /* the serving loop's: one per poll and per pass over ready */
-    size_t pass_requests;
+    /* held_req: requests held for a turn (turns.h), the ones the loop's budget stopped
+     * first; and requests held back by buffers-max. */
+    h2o_linklist_t ready_first, ready;
+    h2o_linklist_t waiting;
+    turns *turns; /* the serving loop's, shared with its Varlink connections */
 };
 
 /* One per connection, to count it and to find its descriptor at drain time. h2o calls
@@ -52,9 +48,8 @@ typedef struct tracked {
     h2o_linklist_t link;
     http_loop *hl;
     h2o_socket_t *sock;
-    uint64_t held; /* bytes counted in buffers.h: the input h2o holds */
-    uint64_t turn;
-    unsigned turn_requests;
+    uint64_t held; /* bytes counted in buffers.h: h2o's input buffer, as allocated */
+    turn_share share;
 } tracked;
 
 /* A request answered later, for its turn or for buffers-max. In the request's pool: when
@@ -728,19 +723,19 @@ static tracked *tracked_of(h2o_req_t *req)
     return sock && sock->on_close.cb == on_conn_close ? sock->on_close.data : NULL;
 }
 
-/* Counts one request in t's turn; false once the turn is used up. */
-static bool take_request(tracked *t)
+/* Which queue a request waits in for its turn, or NULL: answer it now (counted). */
+static h2o_linklist_t *turn_queue(tracked *t)
 {
     http_loop *hl = t->hl;
-    if (t->turn != *hl->turn) {
-        t->turn = *hl->turn;
-        t->turn_requests = 0;
+    switch (turns_take(hl->turns, &t->share, TURN_HTTP_REQUEST)) {
+    case TURN_GO:
+        return NULL;
+    case TURN_AFTER_POLL:
+        return &hl->ready_first;
+    case TURN_NEXT_ROUND:
+    default:
+        return &hl->ready;
     }
-    if (t->turn_requests >= TURN_REQUESTS)
-        return false;
-    t->turn_requests++;
-    hl->pass_requests++;
-    return true;
 }
 
 static void on_held_req_disposed(void *p)
@@ -763,17 +758,32 @@ static bool hold(h2o_req_t *req, tracked *t, h2o_linklist_t *queue)
     return true;
 }
 
-/* Answers a held request, or holds it again. */
+/* Whether the connection's peer is gone (reset, or closed both ways). */
+static bool peer_gone(const tracked *t)
+{
+    struct pollfd p = {.fd = h2o_socket_get_fd(t->sock), .events = POLLRDHUP};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
+/* Answers a held request, or holds it again. A request whose client is gone is answered at
+ * once, the last on its connection: h2o 2.2.5 goes on to the next pipelined request after a
+ * failed write, and would otherwise work through all a dead client sent. */
 static void release(held_req *h)
 {
     h2o_linklist_unlink(&h->link);
     tracked *t = h->t;
+    if (peer_gone(t)) {
+        h->req->http1_is_persistent = 0;
+        route(h->req);
+        return;
+    }
     if (!buffers_may_grow(t->held)) {
         h2o_linklist_insert(&t->hl->waiting, &h->link);
         return;
     }
-    if (!take_request(t)) {
-        h2o_linklist_insert(&t->hl->ready, &h->link);
+    h2o_linklist_t *queue = turn_queue(t);
+    if (queue) {
+        h2o_linklist_insert(queue, &h->link);
         return;
     }
     route(h->req);
@@ -791,44 +801,55 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
     tracked *t = tracked_of(req);
     if (t) {
-        /* What h2o read and has not consumed: this request and any pipelined after it. */
-        buffers_set(&t->held, t->sock->input->size);
+        /* The buffer holding what h2o read and has not consumed: this request and any
+         * pipelined after it. Updated at each request: between them (idle, or answering)
+         * the count may stay above what is held, never below. */
+        const h2o_buffer_t *in = t->sock->input;
+        buffers_set(&t->held, in->bytes ? in->capacity : 0);
         if (!buffers_may_grow(t->held) && hold(req, t, &t->hl->waiting))
             return 0;
-        if (!take_request(t) && hold(req, t, &t->hl->ready))
+        h2o_linklist_t *queue = turn_queue(t);
+        if (queue && hold(req, t, queue))
             return 0;
     }
     route(req);
     return 0;
 }
 
-/* Answers now the held requests whose connection's peer hung up or shut its side: it is not
- * read meanwhile, so nothing else would notice; the answer's write ends it. */
+/* Answers now, the last on their connection, the held requests whose client is gone: it is
+ * not read meanwhile, so nothing else would notice. */
 static void release_hung_up(http_loop *hl)
 {
     h2o_linklist_t *node = hl->waiting.next;
     while (node != &hl->waiting) {
         held_req *h = H2O_STRUCT_FROM_MEMBER(held_req, link, node);
         node = node->next;
-        struct pollfd p = {.fd = h2o_socket_get_fd(h->t->sock), .events = POLLRDHUP};
-        if (poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
+        if (peer_gone(h->t)) {
             h2o_linklist_unlink(&h->link);
+            h->req->http1_is_persistent = 0;
             route(h->req);
         }
     }
+}
+
+/* Answers the requests of queue in order while the turn's budget lasts; the ones not
+ * reached keep their place. */
+static void serve_queue(http_loop *hl, h2o_linklist_t *queue)
+{
+    h2o_linklist_t list;
+    h2o_linklist_init_anchor(&list);
+    h2o_linklist_insert_list(&list, queue);
+    while (!h2o_linklist_is_empty(&list) && !turns_over(hl->turns))
+        release(H2O_STRUCT_FROM_MEMBER(held_req, link, list.next));
+    h2o_linklist_insert_list(queue->next, &list);
 }
 
 void http_loop_run_ready(http_loop *hl)
 {
     if (!hl)
         return;
-    hl->pass_requests = 0;
-    h2o_linklist_t list;
-    h2o_linklist_init_anchor(&list);
-    h2o_linklist_insert_list(&list, &hl->ready);
-    while (!h2o_linklist_is_empty(&list) && hl->pass_requests < PASS_REQUESTS)
-        release(H2O_STRUCT_FROM_MEMBER(held_req, link, list.next));
-    h2o_linklist_insert_list(hl->ready.next, &list);
+    serve_queue(hl, &hl->ready_first);
+    serve_queue(hl, &hl->ready);
 }
 
 void http_loop_run_waiting(http_loop *hl, bool hangups)
@@ -846,7 +867,7 @@ void http_loop_run_waiting(http_loop *hl, bool hangups)
 
 bool http_loop_has_ready(http_loop *hl)
 {
-    return hl && !h2o_linklist_is_empty(&hl->ready);
+    return hl && (!h2o_linklist_is_empty(&hl->ready_first) || !h2o_linklist_is_empty(&hl->ready));
 }
 
 bool http_loop_has_waiting(http_loop *hl)
@@ -866,10 +887,11 @@ int http_init(const conf *c)
     g_config.http1.req_timeout = timeout < HTTP_REQUEST_TIMEOUT_MS ? timeout
                                                                    : HTTP_REQUEST_TIMEOUT_MS;
     g_config.http2.idle_timeout = g_config.http1.req_timeout;
-    /* h2o reads all a socket holds; Linux grows a TCP receive buffer to megabytes. Half of
-     * connection-buffer-max (the kernel doubles it, for its own overhead) bounds what one
-     * connection's input can take of buffers-max. */
-    g_rcvbuf = (int)(c->connection_buffer_max / 2);
+    /* h2o reads all a socket holds, and Linux grows a TCP receive buffer to megabytes. A
+     * quarter of connection-buffer-max (about what one read then brings) keeps h2o's input
+     * buffer, which may grow to twice what it holds, within it; and bounds what a loop
+     * copies in when many pipelining clients are readable at once. */
+    g_rcvbuf = (int)(c->connection_buffer_max / 4);
 
     h2o_hostconf_t *host = h2o_config_register_host(&g_config, h2o_iovec_init(H2O_STRLIT("default")),
                                                     65535);
@@ -888,7 +910,7 @@ void http_free(void)
     g_config_inited = false;
 }
 
-http_loop *http_loop_new(h2o_evloop_t *loop, atomic_size_t *load, const uint64_t *turn)
+http_loop *http_loop_new(h2o_evloop_t *loop, atomic_size_t *load, turns *loop_turns)
 {
     http_loop *hl = calloc(1, sizeof(*hl));
     if (!hl)
@@ -897,10 +919,11 @@ http_loop *http_loop_new(h2o_evloop_t *loop, atomic_size_t *load, const uint64_t
     hl->accept_ctx.ctx = &hl->ctx;
     hl->accept_ctx.hosts = g_config.hosts;
     h2o_linklist_init_anchor(&hl->conns);
+    h2o_linklist_init_anchor(&hl->ready_first);
     h2o_linklist_init_anchor(&hl->ready);
     h2o_linklist_init_anchor(&hl->waiting);
     hl->load = load;
-    hl->turn = turn;
+    hl->turns = loop_turns;
     return hl;
 }
 

@@ -10,6 +10,7 @@
 #include <h2o.h>
 
 #include "conf.h"
+#include "turns.h"
 
 /* How long a request may take to arrive whole (headers and body), and how long an idle
  * keep-alive connection stays open: min(idle-timeout, this). */
@@ -24,9 +25,9 @@ int http_init(const conf *c);
 void http_free(void);
 
 /* The HTTP side of one serving loop; on the loop's own thread. A closed connection takes one
- * from *load (the loop counts what it serves there). *turn is the loop's clock of turns:
- * a connection gets TURN_REQUESTS requests in each. NULL on OOM. */
-http_loop *http_loop_new(h2o_evloop_t *loop, atomic_size_t *load, const uint64_t *turn);
+ * from *load (the loop counts what it serves there). Requests take their turns (turns.h)
+ * from the loop's *turns, with its Varlink calls. NULL on OOM. */
+http_loop *http_loop_new(h2o_evloop_t *loop, atomic_size_t *load, turns *loop_turns);
 /* Frees hl; only once it has no connections left. NULL is fine. */
 void http_loop_free(http_loop *hl);
 /* Serves a new connection, already counted in *load. */

@@ -21,6 +21,7 @@
 #include <curl/curl.h>
 #include <systemd/sd-daemon.h>
 
+#include "buffers.h"
 #include "conf.h"
 #include "daemon.h"
 #include "errors.h"
@@ -502,23 +503,25 @@ int main(int argc, char **argv)
               h.status, c.threads);
     free(h.last_error);
 
-    /* The watchdog is fed from here, but only while every serving loop shows progress. */
+    /* The watchdog is fed from here, but only while every serving loop shows progress; and
+     * freed memory is given back from here (malloc_trim takes milliseconds with a large
+     * heap, which a serving loop would make its clients wait). */
     uint64_t watchdog_usec = 0;
     if (sd_watchdog_enabled(false, &watchdog_usec) <= 0)
         watchdog_usec = 0;
+    uint64_t wake_usec = watchdog_usec > 0 && watchdog_usec / 2 < 1000000 ? watchdog_usec / 2
+                                                                          : 1000000;
     bool stuck_reported = false;
 
     for (;;) {
         siginfo_t si;
-        int sig;
-        if (watchdog_usec > 0) {
-            struct timespec half = {.tv_sec = (time_t)(watchdog_usec / 2 / 1000000),
-                                    .tv_nsec = (long)(watchdog_usec / 2 % 1000000) * 1000};
-            sig = sigtimedwait(&mask, &si, &half);
-        } else {
-            sig = sigwaitinfo(&mask, &si);
-        }
+        struct timespec wake = {.tv_sec = (time_t)(wake_usec / 1000000),
+                                .tv_nsec = (long)(wake_usec % 1000000) * 1000};
+        int sig = sigtimedwait(&mask, &si, &wake);
         if (sig < 0 && errno == EAGAIN) {
+            buffers_maybe_trim();
+            if (watchdog_usec == 0)
+                continue;
             unsigned stuck;
             if (server_progressing(watchdog_usec / 1000, &stuck)) {
                 sd_notify(0, "WATCHDOG=1");
@@ -534,7 +537,7 @@ int main(int argc, char **argv)
         if (sig < 0) {
             if (errno == EINTR)
                 continue;
-            log_error("sigwaitinfo: %s", strerror(errno));
+            log_error("sigtimedwait: %s", strerror(errno));
             break;
         }
         if (si.si_signo == SIGHUP) {

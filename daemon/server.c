@@ -6,8 +6,9 @@
  * Calls are framed, checked against the socket and the peer, and dispatched through the
  * interface tables; replies go out in call order. Admin writes are handed to the store
  * thread and the connection waits for the answer without blocking its loop.
- * No connection holds its loop: each gets a turn of a few calls, and one with calls left
- * after its turn waits in the loop's ready queue, served a pass at a time between polls.
+ * No connection holds its loop (turns.h): the loop serves a budget of calls between two
+ * polls, a few per connection; one with calls left waits in the loop's ready queue, served
+ * a pass at a time.
  * A connection whose unsent replies and unread calls reach connection-buffer-max is not
  * read until its client reads, and while all connections together hold buffers-max, those
  * holding more than their share wait (buffers.h). */
@@ -43,6 +44,7 @@
 #include "metrics.h"
 #include "secret.h"
 #include "timeutil.h"
+#include "turns.h"
 
 /* Each loop wakes at least this often so that it reports an RCU quiescent state: this
  * bounds how long a retired keystore waits before it is freed. */
@@ -50,12 +52,6 @@
 /* Connections per worker (Varlink and HTTP together); over it a new connection is closed
  * at once. */
 #define MAX_CONNS_PER_WORKER 4096
-/* Calls one connection gets in a turn; a client that pipelines thousands of calls then
- * waits its turn again behind the others, instead of holding its loop while another
- * client's single call waits. */
-#define TURN_CALLS 16
-/* Calls served from the ready queue between two polls of the loop. */
-#define PASS_CALLS 64
 /* How often the connections held back by buffers-max are looked at again, and how often
  * they are checked for a peer that hung up (they are not read, so nothing else sees it). */
 #define WAITING_CHECK_MS 10
@@ -117,10 +113,11 @@ struct worker {
     h2o_timeout_t accept_pause;
     h2o_linklist_t conns;
     size_t n_conns;
-    h2o_linklist_t ready;   /* connections with calls left after their turn, in order */
+    /* Connections with calls left, in order: those the loop's budget stopped first, then
+     * those whose own share was spent. */
+    h2o_linklist_t ready_first, ready;
     h2o_linklist_t waiting; /* connections held back by buffers-max */
-    uint64_t turn;          /* one per poll of the loop and per pass over ready */
-    size_t pass_calls;      /* calls answered in this turn */
+    turns turns;
     h2o_timeout_t pass_timeout; /* due at once */
     h2o_timeout_entry_t pass_entry;
     h2o_timeout_t waiting_timeout; /* WAITING_CHECK_MS */
@@ -147,8 +144,7 @@ typedef struct conn {
     h2o_timeout_entry_t message_entry;
     h2o_linklist_t link;
     h2o_linklist_t queue_link; /* on w->ready or w->waiting */
-    uint64_t turn;             /* the loop's turn this connection's calls count in */
-    unsigned turn_calls;
+    turn_share share;
     uint64_t held; /* bytes counted in buffers.h: unsent replies and unread input */
     char *out; /* replies not yet handed to the socket */
     size_t out_len, out_cap;
@@ -703,9 +699,12 @@ static uint64_t conn_unsent(const conn *c)
     return c->out_len + c->wbuf_len;
 }
 
+/* What the connection's buffers hold of memory: unsent replies, and the input buffer as
+ * allocated (h2o frees it once all is read; until then it may be twice what it holds). */
 static uint64_t conn_buffered(const conn *c)
 {
-    return conn_unsent(c) + c->sock->input->size;
+    const h2o_buffer_t *in = c->sock->input;
+    return conn_unsent(c) + (in->bytes ? in->capacity : 0);
 }
 
 /* Frees an empty buffer too large to keep (BUF_KEEP_MAX). */
@@ -731,19 +730,21 @@ static void conn_queue(conn *c, h2o_linklist_t *queue)
     h2o_linklist_insert(queue, &c->queue_link);
 }
 
-/* Counts one call in c's turn; false once the turn is used up. */
+/* Counts one call in c's turn; false (and c queued) when it must wait. */
 static bool conn_take_call(conn *c)
 {
     worker *w = c->w;
-    if (c->turn != w->turn) {
-        c->turn = w->turn;
-        c->turn_calls = 0;
-    }
-    if (c->turn_calls >= TURN_CALLS)
+    switch (turns_take(&w->turns, &c->share, 1)) {
+    case TURN_GO:
+        return true;
+    case TURN_AFTER_POLL:
+        conn_queue(c, &w->ready_first);
         return false;
-    c->turn_calls++;
-    w->pass_calls++;
-    return true;
+    case TURN_NEXT_ROUND:
+    default:
+        conn_queue(c, &w->ready);
+        return false;
+    }
 }
 
 /* ---- connection flow ---- */
@@ -845,10 +846,8 @@ static void conn_process(conn *c)
             conn_queue(c, &c->w->waiting);
             break;
         }
-        if (!conn_take_call(c)) {
-            conn_queue(c, &c->w->ready);
+        if (!conn_take_call(c))
             break;
-        }
         handle_message(c, in->bytes, msg_len);
         if (!c->sock)
             break;
@@ -1223,20 +1222,26 @@ static void close_hung_up(worker *w)
  * each iteration: one due at once while the ready queue holds connections, one due after
  * WAITING_CHECK_MS while connections wait for buffers-max. */
 
-/* One pass over the ready queue: up to PASS_CALLS calls, a turn for each connection in
- * order. One that still has calls after its turn goes to the back; the ones not reached
- * stay in front, for the next pass. */
+/* Serves the connections of queue in order while the turn's budget lasts; the ones not
+ * reached keep their place. */
+static void serve_queue(worker *w, h2o_linklist_t *queue)
+{
+    h2o_linklist_t list;
+    h2o_linklist_init_anchor(&list);
+    h2o_linklist_insert_list(&list, queue);
+    while (!h2o_linklist_is_empty(&list) && !turns_over(&w->turns))
+        conn_process(H2O_STRUCT_FROM_MEMBER(conn, queue_link, list.next));
+    h2o_linklist_insert_list(queue->next, &list);
+}
+
+/* One pass: a turn of its own for the ready queue, the connections the last budget stopped
+ * first. HTTP requests share the turn. */
 static void on_pass(h2o_timeout_entry_t *entry)
 {
     worker *w = H2O_STRUCT_FROM_MEMBER(worker, pass_entry, entry);
-    w->turn++;
-    w->pass_calls = 0;
-    h2o_linklist_t list;
-    h2o_linklist_init_anchor(&list);
-    h2o_linklist_insert_list(&list, &w->ready);
-    while (!h2o_linklist_is_empty(&list) && w->pass_calls < PASS_CALLS)
-        conn_process(H2O_STRUCT_FROM_MEMBER(conn, queue_link, list.next));
-    h2o_linklist_insert_list(w->ready.next, &list);
+    turns_next(&w->turns);
+    serve_queue(w, &w->ready_first);
+    serve_queue(w, &w->ready);
     http_loop_run_ready(w->http);
 }
 
@@ -1262,15 +1267,15 @@ static void on_waiting_check(h2o_timeout_entry_t *entry)
 /* After each iteration of the loop. */
 static void worker_arm_queues(worker *w)
 {
-    w->turn++;
+    turns_next(&w->turns);
     buffers_note_conns(conns_total());
-    if ((!h2o_linklist_is_empty(&w->ready) || http_loop_has_ready(w->http)) &&
+    if ((!h2o_linklist_is_empty(&w->ready_first) || !h2o_linklist_is_empty(&w->ready) ||
+         http_loop_has_ready(w->http)) &&
         !h2o_timeout_is_linked(&w->pass_entry))
         h2o_timeout_link(w->loop, &w->pass_timeout, &w->pass_entry);
     if ((!h2o_linklist_is_empty(&w->waiting) || http_loop_has_waiting(w->http)) &&
         !h2o_timeout_is_linked(&w->waiting_entry))
         h2o_timeout_link(w->loop, &w->waiting_timeout, &w->waiting_entry);
-    buffers_maybe_trim();
 }
 
 /* A wake-up only makes the loop finish its iteration, and so report a quiescent state. */
@@ -1382,6 +1387,7 @@ static int worker_init(worker *w, const listen_fd *lfds, size_t n)
     w->pass_entry.cb = on_pass;
     w->waiting_entry.cb = on_waiting_check;
     h2o_linklist_init_anchor(&w->conns);
+    h2o_linklist_init_anchor(&w->ready_first);
     h2o_linklist_init_anchor(&w->ready);
     h2o_linklist_init_anchor(&w->waiting);
     if (metrics_thread_init() < 0)
@@ -1391,7 +1397,7 @@ static int worker_init(worker *w, const listen_fd *lfds, size_t n)
         return -ENOMEM;
     for (size_t i = 0; i < n; i++)
         if (lfds[i].kind == SOCK_HTTP && !w->http) {
-            w->http = http_loop_new(w->loop, &w->load, &w->turn);
+            w->http = http_loop_new(w->loop, &w->load, &w->turns);
             if (!w->http)
                 return -ENOMEM;
         }

@@ -680,7 +680,7 @@ static int set_max_failures(conf *c, const char *key, const char *value, char **
 
 static int set_max_conns_per_uid(conf *c, const char *key, const char *value, char **reterr)
 {
-    int64_t v;
+    int64_t v = 0;
     int r = parse_whole(key, value, 1 << 20, &v, reterr);
     if (r < 0)
         return r;
