@@ -477,6 +477,11 @@ static void dispatch(conn *c, const varlink_call *call)
                    json_pack("{s:s}", "method", call->method));
         return;
     }
+    /* No method hands its connection over to another protocol. */
+    if (call->flags & VARLINK_CALL_UPGRADE) {
+        call_error_invalid_parameter(&ctx, "upgrade");
+        return;
+    }
     /* "more" on a method with one answer is answered once, as Varlink allows. */
     ctx.more = (call->flags & VARLINK_CALL_MORE) && (m->flags & METHOD_MORE);
     if (call->lenient) {
