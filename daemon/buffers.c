@@ -6,7 +6,11 @@
 #include "timeutil.h"
 
 /* Trim once this much was freed, and not more often than this: malloc_trim walks every
- * arena, a few milliseconds with a large heap. */
+ * arena, a few milliseconds with a large heap. Without it, glibc keeps what a burst of
+ * clients freed (its mmap threshold rises after the first large free, and later buffers
+ * come from the heap, whose fragments it does not give back on its own): measured after
+ * three floods of 300 connections, RSS 42 -> 133 -> 124 MiB instead of 12 MiB each time.
+ * Pinning the threshold instead left 35 -> 50 MiB; with the trim it adds nothing. */
 #define TRIM_AFTER_BYTES (UINT64_C(4) << 20)
 #define TRIM_INTERVAL_MS 1000
 
@@ -16,15 +20,8 @@ static _Atomic uint64_t g_freed; /* since the last trim */
 static _Atomic int64_t g_trimmed_ms;
 static atomic_size_t g_conns;
 
-/* Buffers from this size up get mappings of their own, which free() gives straight back to
- * the kernel. glibc's threshold is dynamic: the first such buffer freed raises it to that
- * buffer's size, and from then on megabyte buffers come from the heap, where a burst of
- * clients leaves fragments the kernel never gets back. Setting it fixes it. */
-#define MMAP_THRESHOLD (128 * 1024)
-
 void buffers_init(uint64_t max)
 {
-    mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD);
     g_max = max;
     atomic_store(&g_total, 0);
     atomic_store(&g_freed, 0);
