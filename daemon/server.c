@@ -1182,7 +1182,10 @@ static void close_idle_conns(worker *w)
         conn *c = H2O_STRUCT_FROM_MEMBER(conn, link, node);
         node = node->next;
         conn_update_reading(c);
-        if (!c->pending_job && !c->writing && c->out_len == 0)
+        /* One waiting for its turn still has calls to answer: the pass serves them, and
+         * closes it once idle. */
+        if (!c->pending_job && !c->writing && c->out_len == 0 &&
+            !h2o_linklist_is_linked(&c->queue_link))
             conn_close(c);
     }
 }
