@@ -30,6 +30,8 @@
 #include "macro.h"
 #include "metrics.h"
 #include "push.h"
+#include "timeutil.h"
+#include "verifylog.h"
 
 #define VERIFY_SOCKET_GROUP "heare-auth"
 #define MAX_LISTENERS 8
@@ -441,7 +443,13 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    log_setup(choose_log_target(&c), c.log_level);
+    log_target target = choose_log_target(&c);
+    log_setup(target, c.log_level);
+    /* The journal limits the unit as a whole: a line per verification would have it drop
+     * lines, the audit events among them. */
+    if (c.log_verify == CONF_LOG_VERIFY_AUTO)
+        c.log_verify = target == LOG_TARGET_JOURNAL ? CONF_LOG_VERIFY_SUMMARY
+                                                    : CONF_LOG_VERIFY_ALL;
     raise_fd_limit();
 
     /* Signals are taken synchronously by this thread; every thread inherits the mask. */
@@ -520,6 +528,8 @@ int main(int argc, char **argv)
         int sig = sigtimedwait(&mask, &si, &wake);
         if (sig < 0 && errno == EAGAIN) {
             buffers_maybe_trim();
+            if (c.log_verify == CONF_LOG_VERIFY_SUMMARY)
+                verifylog_flush(timeutil_monotonic_ms(), c.metrics_interval_ms);
             if (watchdog_usec == 0)
                 continue;
             unsigned stuck;
@@ -553,6 +563,8 @@ int main(int argc, char **argv)
     if (!server_wait())
         log_warning("exiting with admin calls still in flight");
     push_stop();
+    if (c.log_verify == CONF_LOG_VERIFY_SUMMARY)
+        verifylog_finish();
     state_finish();
     server_free();
     http_free();

@@ -88,7 +88,8 @@ static const conf_key_info keys[] = {
     {"admin-groups", "none", NULL, "groups (names or gids) allowed to call the admin interface"},
     {"log-format", "auto", NULL, "auto, json or journal"},
     {"log-level", "info", NULL, "err, warning, notice, info or debug"},
-    {"log-verify", "all", NULL, "which verifications are logged: all, failures or none"},
+    {"log-verify", "auto: summary to the journal, all to stderr", NULL,
+     "which verifications are logged: all, failures, summary (counts per key and peer) or none"},
     {"metrics-url", "off", "PROTOCOL + DEST_HOST + DEST_PORT",
      "where metrics are pushed: udp://HOST:PORT or http(s)://..."},
     {"metrics-secret", "none", "SECRET", "bearer token for pushing metrics over HTTP(S)"},
@@ -559,8 +560,10 @@ static const name_value log_levels[] = {
 };
 
 static const name_value log_verifies[] = {
+    {"auto", CONF_LOG_VERIFY_AUTO},
     {"all", CONF_LOG_VERIFY_ALL},
     {"failures", CONF_LOG_VERIFY_FAILURES},
+    {"summary", CONF_LOG_VERIFY_SUMMARY},
     {"none", CONF_LOG_VERIFY_NONE},
 };
 
@@ -610,7 +613,7 @@ static int set_log_verify(conf *c, const char *key, const char *value, char **re
     int v;
 
     if (!LOOKUP_NAME(log_verifies, value, &v))
-        return fail(reterr, key, "'%s' is not all, failures or none", value);
+        return fail(reterr, key, "'%s' is not all, failures, summary, none or auto", value);
     c->log_verify = (conf_log_verify)v;
     return 0;
 }
@@ -756,7 +759,7 @@ int conf_init(conf *c)
         .poll_interval_ms = 10000,
         .log_format = CONF_LOG_AUTO,
         .log_level = LOG_INFO,
-        .log_verify = CONF_LOG_VERIFY_ALL,
+        .log_verify = CONF_LOG_VERIFY_AUTO,
         .metrics_interval_ms = 10000,
         .max_failures_per_minute = 600,
         .idle_timeout_ms = 60000,

@@ -17,8 +17,10 @@ typedef enum conf_log_format {
 } conf_log_format;
 
 typedef enum conf_log_verify {
+    CONF_LOG_VERIFY_AUTO, /* summary when logging to the journal, else all */
     CONF_LOG_VERIFY_ALL,
     CONF_LOG_VERIFY_FAILURES,
+    CONF_LOG_VERIFY_SUMMARY,
     CONF_LOG_VERIFY_NONE,
 } conf_log_verify;
 

@@ -89,7 +89,7 @@ static void test_defaults(void)
     CHECK_INT(c.n_admin_gids, 0);
     CHECK_INT(c.log_format, CONF_LOG_AUTO);
     CHECK_INT(c.log_level, LOG_INFO);
-    CHECK_INT(c.log_verify, CONF_LOG_VERIFY_ALL);
+    CHECK_INT(c.log_verify, CONF_LOG_VERIFY_AUTO);
     CHECK(c.metrics_url == NULL);
     CHECK(c.metrics_secret == NULL);
     CHECK_STR(c.metrics_prefix, "heare-auth");
@@ -165,6 +165,10 @@ static void test_good_values(void)
     CHECK_INT(c.log_format, CONF_LOG_JSON);
     SET_OK("log-verify", "failures");
     CHECK_INT(c.log_verify, CONF_LOG_VERIFY_FAILURES);
+    SET_OK("log-verify", "summary");
+    CHECK_INT(c.log_verify, CONF_LOG_VERIFY_SUMMARY);
+    SET_OK("log-verify", "auto");
+    CHECK_INT(c.log_verify, CONF_LOG_VERIFY_AUTO);
     SET_OK("log-verify", "none");
     CHECK_INT(c.log_verify, CONF_LOG_VERIFY_NONE);
     SET_OK("threads", "1");
@@ -288,7 +292,8 @@ static void test_bad_values(void)
         {"log-format", "text", -EINVAL, "log-format: 'text' is not auto, json or journal"},
         {"log-level", "verbose", -EINVAL, "log-level: 'verbose' is not err, warning"},
         {"log-level", "INFO", -EINVAL, "log-level: 'INFO' is not"},
-        {"log-verify", "some", -EINVAL, "log-verify: 'some' is not all, failures or none"},
+        {"log-verify", "some", -EINVAL,
+         "log-verify: 'some' is not all, failures, summary, none or auto"},
         {"metrics-url", "statsd:8125", -EINVAL, "metrics-url: 'statsd:8125' is not udp://"},
         {"metrics-url", "udp://statsd", -EINVAL, "is not udp://HOST:PORT"},
         {"metrics-url", "udp://statsd:notaport", -EINVAL, "is not udp://HOST:PORT"},
@@ -625,7 +630,7 @@ static void test_dump(void)
     CHECK(check_contains(dump, "buffers-max = 256MiB\n"));
     CHECK(check_contains(dump, "log-level = info\n"));
     CHECK(check_contains(dump, "log-format = auto\n"));
-    CHECK(check_contains(dump, "log-verify = all\n"));
+    CHECK(check_contains(dump, "log-verify = auto\n"));
     CHECK(check_contains(dump, "admin-users =\n"));
     CHECK(check_contains(dump, "s3-addressing = virtual\n"));
     CHECK(check_contains(dump, "http-listen =\n"));
