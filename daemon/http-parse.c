@@ -100,7 +100,9 @@ const char *http_query_find(const char *query, size_t len, const char *name, siz
             *ret_len = (size_t)(stop - p) - name_len - 1;
             return p + name_len + 1;
         }
-        p = stop + 1;
+        if (!amp)
+            break;
+        p = amp + 1; /* not stop + 1, which is past the end after the last one */
     }
     return NULL;
 }
