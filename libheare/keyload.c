@@ -290,7 +290,8 @@ static int meta_put(keyload *l, const char *s, size_t n)
 static int meta_name(keyload *l, const ev *e)
 {
     meta_frame *f = &l->meta[l->meta_depth - 1];
-    const char *p = l->meta_names.s + f->names;
+    /* Not meta_names.s + names before the first name: that is NULL + 0, undefined in C. */
+    const char *p = f->n_names ? l->meta_names.s + f->names : NULL;
 
     for (unsigned i = 0; i < f->n_names; i++) {
         size_t len;
