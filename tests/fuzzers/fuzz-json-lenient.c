@@ -28,10 +28,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t jflags = JSON_DECODE_ANY | (flags & JSON_LENIENT_REJECT_DUPLICATES ? JSON_REJECT_DUPLICATES : 0);
     json_t *j = json_loadb(text, in.n, jflags, &err);
     if (j && memchr(text, '\0', in.n)) {
-        /* jansson 2.14 takes a top-level number or literal followed by one NUL at the very
-         * end ("9\0", "true\0"), which is not JSON. Never an object or an array, so no
-         * caller (they all want an object) reads anything from it. */
-        FUZZ_ASSERT(!json_is_object(j) && !json_is_array(j) && text[in.n - 1] == '\0');
+        /* jansson 2.14 takes a top-level number or literal followed by a NUL and white
+         * space ("9\0", "true\0\n"), which is not JSON. Never an object or an array, so
+         * no caller (they all want an object) reads anything from it. */
+        FUZZ_ASSERT(!json_is_object(j) && !json_is_array(j));
         json_decref(j);
         j = NULL;
     }
