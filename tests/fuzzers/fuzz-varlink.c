@@ -1,6 +1,6 @@
 /* fuzz-varlink: the Varlink byte stream as a peer sends it. The stream is cut into
- * messages with varlink_frame_next() (framing chosen by the first byte, or left for the
- * first message to decide), and each message goes through both call readers: the
+ * messages with varlink_frame_next() (framing chosen by the first byte's value modulo 3,
+ * or left for the first message to decide), and each message goes through both call readers: the
  * fast-path scanner, varlink_call_scan_simple(), and the full parser,
  * varlink_call_parse(). Whatever the scanner takes, the parser must take too and read the
  * same call; what the scanner refuses or undoes it must leave as it was. */
@@ -69,10 +69,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     varlink_framing framing = (varlink_framing)(mode % 3);
     size_t len = in.n, pad = 0;
 
-    /* The length limit is 64 KiB, past what inputs reach: with this bit, 64 KiB of a byte
-     * that ends nothing sit in the middle of the stream. */
-    if (mode & 0x80)
-        pad = VARLINK_MESSAGE_MAX - 8 + (mode & 0x0f);
+    /* The length limit is 64 KiB, past what inputs reach: with the first byte 0xfc to 0xff,
+     * about 64 KiB of a byte that ends nothing sit in the middle of the stream (rarely, as
+     * parsing them is slow). */
+    if (mode >= 0xfc)
+        pad = VARLINK_MESSAGE_MAX - 2 + (size_t)(mode - 0xfc);
     char *buf = fuzz_malloc(len + pad);
     size_t half = len / 2;
     memcpy(buf, in.p, half);
