@@ -95,8 +95,7 @@ const char *http_query_find(const char *query, size_t len, const char *name, siz
     while (p < end) {
         const char *amp = memchr(p, '&', (size_t)(end - p));
         const char *stop = amp ? amp : end;
-        if ((size_t)(stop - p) > name_len && memcmp(p, name, name_len) == 0 &&
-            p[name_len] == '=') {
+        if ((size_t)(stop - p) > name_len && memcmp(p, name, name_len) == 0 && p[name_len] == '=') {
             *ret_len = (size_t)(stop - p) - name_len - 1;
             return p + name_len + 1;
         }

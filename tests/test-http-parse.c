@@ -18,10 +18,18 @@ static void test_verify_body(void)
     };
     /* Each is left to jansson, untouched. */
     static const char *const bad[] = {
-        "", "{}", "{\"scope\":\"s\"}", "{\"api_key\":\"k\",\"other\":\"x\"}",
-        "{\"api_key\":\"k\",\"api_key\":\"j\"}", "{\"api_key\":\"k\\n\"}", "{\"api_key\":1}",
-        "{\"api_key\":\"k\"} x", "{\"api_key\":\"k\"", "[\"api_key\"]",
-        "{\"api_key\":\"k\",\"scope\":\"s\",\"x\":\"y\"}", "{\"api_key\":\"k\xc3\xa9\"}",
+        "",
+        "{}",
+        "{\"scope\":\"s\"}",
+        "{\"api_key\":\"k\",\"other\":\"x\"}",
+        "{\"api_key\":\"k\",\"api_key\":\"j\"}",
+        "{\"api_key\":\"k\\n\"}",
+        "{\"api_key\":1}",
+        "{\"api_key\":\"k\"} x",
+        "{\"api_key\":\"k\"",
+        "[\"api_key\"]",
+        "{\"api_key\":\"k\",\"scope\":\"s\",\"x\":\"y\"}",
+        "{\"api_key\":\"k\xc3\xa9\"}",
     };
 
     for (size_t i = 0; i < ELEMENTSOF(good); i++) {
@@ -65,9 +73,9 @@ static void test_framing(void)
         {"GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n", "GET", false},
         {"GET / HTTP/1.1\r\nX: a\r\n\tfolded\r\n\r\n", "GET", false},
         {"GET / HTTP/1.1\r\nno colon\r\n\r\n", "GET", false},
-        {"GET / HTTP/1.1\r\nHost: x\r\n", "GET", false},  /* no end of head */
-        {"GET / HTTP/1.1", "GET", false},                   /* no request line end */
-        {"POST / HTTP/1.1\r\n\r\n", "GET", false},          /* another request's head */
+        {"GET / HTTP/1.1\r\nHost: x\r\n", "GET", false}, /* no end of head */
+        {"GET / HTTP/1.1", "GET", false},                /* no request line end */
+        {"POST / HTTP/1.1\r\n\r\n", "GET", false},       /* another request's head */
         {"", "GET", false},
     };
 
@@ -88,7 +96,7 @@ static void test_query(void)
         {"scopes=x&scope=", "scope", ""},
         {"xscope=1", "scope", NULL},
         {"scope", "scope", NULL},
-        {"scope=%00", "scope", NULL},    /* a NUL: no C string */
+        {"scope=%00", "scope", NULL},      /* a NUL: no C string */
         {"scope=%zz%4", "scope", "%zz%4"}, /* not escapes: kept */
         {"", "scope", NULL},
         {"&&scope=1&", "scope", "1"},
@@ -96,8 +104,8 @@ static void test_query(void)
 
     for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
         size_t len = 0;
-        const char *v = http_query_find(cases[i].query, strlen(cases[i].query), cases[i].name,
-                                        &len);
+        const char *v =
+            http_query_find(cases[i].query, strlen(cases[i].query), cases[i].name, &len);
         char out[64];
         fprintf(stderr, "query: %s\n", cases[i].query);
         if (!cases[i].decoded && !v)
@@ -117,8 +125,9 @@ static void test_bearer(void)
     static const struct {
         const char *value, *token; /* NULL: refused */
     } cases[] = {
-        {"Bearer sec_x", "sec_x"}, {"bearer   sec_x  ", "sec_x"}, {"BEARER k", "k"},
-        {"Bearer ", NULL},         {"Bearer     ", NULL},          {"Basic abc", NULL},
+        {"Bearer sec_x", "sec_x"}, {"bearer   sec_x  ", "sec_x"},
+        {"BEARER k", "k"},         {"Bearer ", NULL},
+        {"Bearer     ", NULL},     {"Basic abc", NULL},
         {"Bearersec_x", NULL},     {"", NULL},
     };
 

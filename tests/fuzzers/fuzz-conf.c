@@ -16,7 +16,7 @@ static int memfd = -1;
 static char path[64];
 
 static const char *const env_vars[] = {
-    "HEARE_AUTH_STORE", "S3_BUCKET", "S3_KEY",    "AWS_REGION", "S3_REGION", "S3_ENDPOINT",
+    "HEARE_AUTH_STORE", "S3_BUCKET", "S3_KEY",   "AWS_REGION", "S3_REGION", "S3_ENDPOINT",
     "HTTP_LISTEN",      "SECRET",    "PROTOCOL", "DEST_HOST",  "DEST_PORT",
 };
 

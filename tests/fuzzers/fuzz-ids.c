@@ -65,8 +65,8 @@ static void check_plain_span(const char *s, size_t n)
 static void check_strings(const char *s)
 {
     size_t n = strlen(s);
-    FUZZ_ASSERT(ids_is_key_id(s) == (n >= 5 && n <= 4 + 64 && memcmp(s, "key_", 4) == 0 &&
-                                     all_base62(s + 4, n - 4)));
+    FUZZ_ASSERT(ids_is_key_id(s) ==
+                (n >= 5 && n <= 4 + 64 && memcmp(s, "key_", 4) == 0 && all_base62(s + 4, n - 4)));
     bool scope = n > 0;
     for (size_t i = 0; i < n; i++)
         scope &= is_graphic((unsigned char)s[i]);

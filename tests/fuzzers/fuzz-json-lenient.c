@@ -25,7 +25,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (r == -EEXIST)
         FUZZ_ASSERT(flags & JSON_LENIENT_REJECT_DUPLICATES);
 
-    size_t jflags = JSON_DECODE_ANY | (flags & JSON_LENIENT_REJECT_DUPLICATES ? JSON_REJECT_DUPLICATES : 0);
+    size_t jflags =
+        JSON_DECODE_ANY | (flags & JSON_LENIENT_REJECT_DUPLICATES ? JSON_REJECT_DUPLICATES : 0);
     json_t *j = json_loadb(text, in.n, jflags, &err);
     if (j && memchr(text, '\0', in.n)) {
         /* jansson 2.14 takes a top-level number or literal followed by a NUL and white

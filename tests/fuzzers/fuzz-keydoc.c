@@ -24,7 +24,9 @@ static void check_keystore(const json_t *doc, const keystore *ks)
         json_decref(rendered);
         /* A key id is no secret: it is never found as one. */
         const char *id = keystore_key_id(k);
-        verify_code c = keystore_verify(ks, id, strlen(id), keystore_key_n_scopes(k) ? keystore_key_scope(k, 0) : NULL, NOW, NULL);
+        verify_code c =
+            keystore_verify(ks, id, strlen(id),
+                            keystore_key_n_scopes(k) ? keystore_key_scope(k, 0) : NULL, NOW, NULL);
         FUZZ_ASSERT(c == VERIFY_NOT_FOUND || c == VERIFY_MALFORMED);
     }
 }

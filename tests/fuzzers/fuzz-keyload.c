@@ -160,7 +160,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             FUZZ_ASSERT(out.len > 0);
             FUZZ_ASSERT(tree(doc, len, &first, &v1, NULL) == 0);
             FUZZ_ASSERT(tree(out.s, out.len, &conv_doc, &conv_v1, NULL) == 0 && !conv_v1);
-            FUZZ_ASSERT(json_equal(json_object_get(conv_doc, "keys"), json_object_get(first, "keys")));
+            FUZZ_ASSERT(
+                json_equal(json_object_get(conv_doc, "keys"), json_object_get(first, "keys")));
             if (want) {
                 json_decref(conv_doc);
                 FUZZ_ASSERT(tree(out.s, out.len, &conv_doc, &conv_v1, &again) == 0);

@@ -40,7 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (set(&c, "store", parts[0]) && strncmp(c.store, "s3://", 5) == 0 &&
         set(&c, "s3-region", parts[1]) && set(&c, "s3-endpoint", parts[2]) &&
         set(&c, "s3-addressing", parts[3])) {
-        store_options opts = {.s3_region = c.s3_region, .s3_endpoint = c.s3_endpoint,
+        store_options opts = {.s3_region = c.s3_region,
+                              .s3_endpoint = c.s3_endpoint,
                               .s3_addressing = c.s3_addressing};
         s3_target t = {};
         char *err = NULL;

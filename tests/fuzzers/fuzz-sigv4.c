@@ -81,8 +81,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     char payload[SIGV4_HEX_LEN + 1];
     sigv4_sha256_hex(data, size, payload);
-    sigv4_request req = {.method = lines[0], .path = lines[1], .query = lines[2], .headers = h,
-                         .n_headers = nh, .payload_hash = payload};
+    sigv4_request req = {.method = lines[0],
+                         .path = lines[1],
+                         .query = lines[2],
+                         .headers = h,
+                         .n_headers = nh,
+                         .payload_hash = payload};
     char *canonical = NULL, *signed_headers = NULL;
     int r = sigv4_canonical_request(&req, &canonical, &signed_headers);
     FUZZ_ASSERT(r == 0 || r == -EINVAL);
@@ -96,7 +100,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             count += *p == ';';
         }
         FUZZ_ASSERT(count == nh);
-        char *prev = NULL, *save = NULL, *copy = fuzz_strndup(signed_headers, strlen(signed_headers));
+        char *prev = NULL, *save = NULL,
+             *copy = fuzz_strndup(signed_headers, strlen(signed_headers));
         for (char *t = strtok_r(copy, ";", &save); t; t = strtok_r(NULL, ";", &save)) {
             FUZZ_ASSERT(!prev || strcmp(prev, t) < 0);
             prev = t;
