@@ -296,7 +296,7 @@ static void handle_verify(h2o_req_t *req)
         return;
     }
     if (req->entity.base)
-        body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr);
+        body = json_util_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr);
     if (req->entity.base && !body) {
         /* Valid JSON that jansson refuses (an escaped NUL, a lone surrogate, a number
          * beyond a double) is not "not JSON": its api_key is then MALFORMED, or not a

@@ -5,6 +5,7 @@
 #include <jansson.h>
 
 #include "fuzz.h"
+#include "json-util.h"
 #include "http-parse.h"
 
 static void check_body(const uint8_t *data, size_t n)
@@ -16,7 +17,7 @@ static void check_body(const uint8_t *data, size_t n)
 
     if (http_scan_verify_body(body, n, &key, &key_len, &scope)) {
         json_error_t err;
-        json_t *o = json_loadb((const char *)data, n, JSON_REJECT_DUPLICATES, &err);
+        json_t *o = json_util_loadb((const char *)data, n, JSON_REJECT_DUPLICATES, &err);
         FUZZ_ASSERT(json_is_object(o));
         const json_t *k = json_object_get(o, "api_key"), *s = json_object_get(o, "scope");
         FUZZ_ASSERT(json_object_size(o) == 1 + (s != NULL));

@@ -4,6 +4,7 @@
 #include <jansson.h>
 
 #include "fuzz.h"
+#include "json-util.h"
 #include "json-scan.h"
 
 #define MAX_MEMBERS 6
@@ -22,7 +23,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (n >= 0) {
         FUZZ_ASSERT(s.p > buf && s.p <= buf + in.n && s.p[-1] == '}');
         json_error_t err;
-        json_t *o = json_loadb(buf, (size_t)(s.p - buf), JSON_REJECT_DUPLICATES, &err);
+        json_t *o = json_util_loadb(buf, (size_t)(s.p - buf), JSON_REJECT_DUPLICATES, &err);
         FUZZ_ASSERT(json_is_object(o));
         FUZZ_ASSERT(json_object_size(o) == (size_t)n);
         for (int i = 0; i < n; i++) {
