@@ -43,12 +43,12 @@ static bool name_is(const char *p, size_t len, const char *lit)
     return len == strlen(lit) && strncasecmp(p, lit, len) == 0;
 }
 
-/* RFC 9112 §6.3: a request with more than one Content-Length (even equal ones), with both
- * Transfer-Encoding and Content-Length, or with a folded header line is refused, because a
- * proxy in front may frame it otherwise than h2o does and pass on a second request hidden
- * in the body. h2o 2.2.5 takes such a request: it frames it by the first Content-Length, or
- * by Transfer-Encoding over Content-Length, and keeps neither header in req->headers. So
- * the caller hands over the head as h2o read it. */
+/* RFC 9112, section 6.3: a request with more than one Content-Length (even equal ones),
+ * with both Transfer-Encoding and Content-Length, or with a folded header line is refused,
+ * because a proxy in front may frame it otherwise than h2o does and pass on a second
+ * request hidden in the body. h2o 2.2.5 takes such a request: it frames it by the first
+ * Content-Length, or by Transfer-Encoding over Content-Length, and keeps neither header in
+ * req->headers. So the caller hands over the head as h2o read it. */
 bool http_framing_ok(const char *head, size_t len, const char *method, size_t method_len)
 {
     const char *p = head, *end = head + len, *nl;
