@@ -11,6 +11,11 @@
  * -EINVAL or -EPROTO), or NULL. Owned by c, valid until its next call. */
 const char *heare_auth__error_name(const heare_auth *c);
 
-/* The parameters of the last call's reply, as the daemon sent them (the result points into
- * them), or NULL. Borrowed: valid until the next call on c. */
+/* The parameters of the last call's reply (or error reply), as the daemon sent them (the
+ * result points into them), or NULL. Borrowed: valid until the next call on c. */
 const json_t *heare_auth__reply(const heare_auth *c);
+
+static inline void heare_auth_closep(heare_auth **c)
+{
+    heare_auth_close(*c);
+}

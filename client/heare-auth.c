@@ -351,6 +351,9 @@ static int parse_reply(heare_auth *c, const char *msg, size_t len, heare_auth_re
             goto out;
         }
         r = strcmp(c->error, INVALID_PARAMETER) == 0 ? -EINVAL : -EPROTO;
+        json_t *p = json_object_get(doc, "parameters");
+        if (json_is_object(p))
+            c->reply = json_incref(p); /* for heare_auth__reply */
         goto out;
     }
     if (json_is_true(json_object_get(doc, "continues")))
