@@ -1329,14 +1329,18 @@ static int verify_daemon(cli *c, const key_buf *key, json_t **ret)
     r = heare_auth_open(&h, c->socket_path, c->timeout_ms);
     if (r >= 0)
         r = heare_auth_verify_request(h, &req, &res);
-    if (r < 0 && heare_auth__error_name(h))
-        return report_varlink_error(c, heare_auth__error_name(h), heare_auth__reply(h));
+    if (r < 0 && heare_auth__error_name(h)) {
+        _cleanup_json_ json_t *params = heare_auth__reply(h);
+        return report_varlink_error(c, heare_auth__error_name(h), params);
+    }
     /* The library connects within the call: these can only come from connecting. */
     if (r == -ENOENT || r == -ECONNREFUSED || r == -EACCES || r == -ENAMETOOLONG)
         return local_error(c, r, "cannot connect to %s: %s", c->socket_path, strerror(-r));
     if (r < 0)
         return report_io(c, r);
-    *ret = json_incref((json_t *)heare_auth__reply(h));
+    *ret = heare_auth__reply(h);
+    if (!*ret)
+        return local_error(c, -EPROTO, "%s sent a reply that cannot be read", c->socket_path);
     return 0;
 }
 

@@ -3,6 +3,8 @@
  * library. */
 #pragma once
 
+#include <stddef.h>
+
 #include <jansson.h>
 
 #include "heare-auth.h"
@@ -11,9 +13,14 @@
  * -EINVAL or -EPROTO), or NULL. Owned by c, valid until its next call. */
 const char *heare_auth__error_name(const heare_auth *c);
 
-/* The parameters of the last call's reply (or error reply), as the daemon sent them (the
- * result points into them), or NULL. Borrowed: valid until the next call on c. */
-const json_t *heare_auth__reply(const heare_auth *c);
+/* The last reply (or error reply) as the daemon sent it, without its NUL, or NULL. Owned by
+ * c, valid until its next call. */
+const char *heare_auth__reply_text(const heare_auth *c, size_t *ret_len);
+
+/* The parameters of the last reply (or error reply) as a JSON tree, in the daemon's order
+ * (heare-auth-json.c: the library itself does without jansson). Returns a new reference,
+ * or NULL if there is no reply or it cannot be parsed. */
+json_t *heare_auth__reply(const heare_auth *c);
 
 static inline void heare_auth_closep(heare_auth **c)
 {

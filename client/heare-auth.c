@@ -5,6 +5,7 @@
  * MSG_NOSIGNAL, nothing logged. The request (which holds the key) is written into a buffer
  * of the client's that is wiped as soon as it is sent. */
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -14,8 +15,6 @@
 #include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
-
-#include <jansson.h>
 
 #include "heare-auth-internal.h"
 #include "heare-auth.h"
@@ -38,13 +37,15 @@ struct heare_auth {
     struct sockaddr_un sa;
     char *out;            /* the request being sent; wiped after each call */
     size_t out_len;
-    char in[REPLY_MAX];   /* bytes received and not yet consumed */
+    char in[REPLY_MAX];   /* bytes received; the last reply stays at the front until the
+                           * next call (heare_auth__reply_text) */
     size_t in_len;
+    size_t last_len;      /* the last reply's length with its NUL, 0 if none */
     /* What the last result points into. */
-    json_t *reply;        /* its parameters */
-    char *metadata_json;
+    char arena[REPLY_MAX]; /* its strings, decoded: never longer than the reply */
     const char **scopes;
-    char *error;          /* the Varlink error name of the last error reply, or NULL */
+    size_t scopes_alloc;
+    const char *error;    /* the Varlink error name of the last error reply, or NULL */
 };
 
 static int negative_errno(void)
@@ -96,6 +97,17 @@ static void disconnect(heare_auth *c)
     c->fd = -1;
     c->used = false;
     c->in_len = 0;
+    c->last_len = 0;
+}
+
+/* Drops the last reply from the front of in[], keeping what came behind it. */
+static void consume_last(heare_auth *c)
+{
+    if (c->last_len == 0)
+        return;
+    memmove(c->in, c->in + c->last_len, c->in_len - c->last_len);
+    c->in_len -= c->last_len;
+    c->last_len = 0;
 }
 
 static int connect_socket(heare_auth *c, int64_t deadline)
@@ -139,6 +151,7 @@ static int connect_socket(heare_auth *c, int64_t deadline)
     c->fd = fd;
     c->used = false;
     c->in_len = 0;
+    c->last_len = 0;
     return 0;
 }
 
@@ -178,6 +191,11 @@ static int read_message(heare_auth *c, int64_t deadline, size_t *ret_len)
         if (c->in_len == sizeof(c->in))
             return -EPROTO;
 
+        /* A reply is never there the moment its call went out: wait first, and save the
+         * recv that would only say EAGAIN. */
+        int w = wait_fd(c->fd, POLLIN, deadline);
+        if (w < 0)
+            return w;
         ssize_t k = recv(c->fd, c->in + c->in_len, sizeof(c->in) - c->in_len, MSG_DONTWAIT);
         if (k < 0) {
             if (errno == EINTR)
@@ -303,122 +321,476 @@ static void wipe_request(heare_auth *c)
 
 /* ---- the reply --------------------------------------------------------------------------- */
 
-static void drop_result(heare_auth *c)
+/* A small strict JSON reader for the one reply shape, in place of a general parser: jansson
+ * took longer to build and dump a reply's tree than the daemon takes to answer. Strings are
+ * decoded into the client's arena (never longer than the reply itself); unknown members are
+ * checked and skipped, so a later daemon may add fields. */
+typedef struct reader {
+    const char *p, *end;
+    char *arena;
+    size_t used;
+} reader;
+
+#define DEPTH_MAX 64
+
+static void skip_ws(reader *rd)
 {
-    json_decref(c->reply);
-    c->reply = NULL;
-    free(c->metadata_json);
-    c->metadata_json = NULL;
-    free(c->scopes);
-    c->scopes = NULL;
-    free(c->error);
-    c->error = NULL;
+    while (rd->p < rd->end && (*rd->p == ' ' || *rd->p == '\t' || *rd->p == '\n' || *rd->p == '\r'))
+        rd->p++;
 }
 
-/* A member that must be a string or absent (null counts as absent). */
-static int opt_string(const json_t *params, const char *name, const char **ret)
+/* Consumes c (after white space) if it is next. */
+static bool eat(reader *rd, char ch)
 {
-    const json_t *v = json_object_get(params, name);
-    if (!v || json_is_null(v)) {
-        *ret = NULL;
-        return 0;
+    skip_ws(rd);
+    if (rd->p < rd->end && *rd->p == ch) {
+        rd->p++;
+        return true;
     }
-    if (!json_is_string(v))
-        return -EPROTO;
-    *ret = json_string_value(v);
+    return false;
+}
+
+static bool eat_word(reader *rd, const char *w, size_t n)
+{
+    skip_ws(rd);
+    if ((size_t)(rd->end - rd->p) < n || memcmp(rd->p, w, n) != 0)
+        return false;
+    rd->p += n;
+    return true;
+}
+
+static int hex4(const char *p, unsigned *ret)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        char ch = p[i];
+        v <<= 4;
+        if (ch >= '0' && ch <= '9')
+            v |= (unsigned)(ch - '0');
+        else if (ch >= 'a' && ch <= 'f')
+            v |= (unsigned)(ch - 'a' + 10);
+        else if (ch >= 'A' && ch <= 'F')
+            v |= (unsigned)(ch - 'A' + 10);
+        else
+            return -EPROTO;
+    }
+    *ret = v;
     return 0;
 }
 
-/* Parses one reply into c's result fields and *ret. An error reply is -EINVAL for
- * InvalidParameter (an argument the daemon refused) and -EPROTO for any other. */
+/* A string, decoded into the arena and NUL-terminated (ret may be NULL to only check it).
+ * A \u0000 inside is refused: the result hands out C strings. */
+static int read_string(reader *rd, const char **ret)
+{
+    if (!eat(rd, '"'))
+        return -EPROTO;
+    char *out = rd->arena + rd->used, *o = out;
+
+    for (;;) {
+        if (rd->p >= rd->end)
+            return -EPROTO;
+        unsigned char ch = (unsigned char)*rd->p++;
+        if (ch == '"')
+            break;
+        if (ch < 0x20)
+            return -EPROTO;
+        if (ch != '\\') {
+            *o++ = (char)ch;
+            continue;
+        }
+        if (rd->p >= rd->end)
+            return -EPROTO;
+        ch = (unsigned char)*rd->p++;
+        switch (ch) {
+        case '"': case '\\': case '/': *o++ = (char)ch; break;
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        case 'u': {
+            unsigned cp, lo;
+            if (rd->end - rd->p < 4 || hex4(rd->p, &cp) < 0)
+                return -EPROTO;
+            rd->p += 4;
+            if (cp >= 0xd800 && cp <= 0xdbff) {
+                if (rd->end - rd->p < 6 || rd->p[0] != '\\' || rd->p[1] != 'u' ||
+                    hex4(rd->p + 2, &lo) < 0 || lo < 0xdc00 || lo > 0xdfff)
+                    return -EPROTO;
+                rd->p += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+            } else if ((cp >= 0xdc00 && cp <= 0xdfff) || cp == 0) {
+                return -EPROTO;
+            }
+            /* At most 4 bytes for the 6 or 12 read: the arena keeps up. */
+            if (cp < 0x80) {
+                *o++ = (char)cp;
+            } else if (cp < 0x800) {
+                *o++ = (char)(0xc0 | (cp >> 6));
+                *o++ = (char)(0x80 | (cp & 0x3f));
+            } else if (cp < 0x10000) {
+                *o++ = (char)(0xe0 | (cp >> 12));
+                *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+                *o++ = (char)(0x80 | (cp & 0x3f));
+            } else {
+                *o++ = (char)(0xf0 | (cp >> 18));
+                *o++ = (char)(0x80 | ((cp >> 12) & 0x3f));
+                *o++ = (char)(0x80 | ((cp >> 6) & 0x3f));
+                *o++ = (char)(0x80 | (cp & 0x3f));
+            }
+            break;
+        }
+        default:
+            return -EPROTO;
+        }
+    }
+    *o++ = '\0';
+    if (ret) {
+        *ret = out;
+        rd->used += (size_t)(o - out);
+    }
+    return 0;
+}
+
+static int skip_number(reader *rd)
+{
+    skip_ws(rd);
+    const char *p = rd->p;
+    if (p < rd->end && *p == '-')
+        p++;
+    if (p >= rd->end || *p < '0' || *p > '9')
+        return -EPROTO;
+    if (*p == '0')
+        p++;
+    else
+        while (p < rd->end && *p >= '0' && *p <= '9')
+            p++;
+    if (p < rd->end && *p == '.') {
+        const char *d = ++p;
+        while (p < rd->end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == d)
+            return -EPROTO;
+    }
+    if (p < rd->end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < rd->end && (*p == '+' || *p == '-'))
+            p++;
+        const char *d = p;
+        while (p < rd->end && *p >= '0' && *p <= '9')
+            p++;
+        if (p == d)
+            return -EPROTO;
+    }
+    rd->p = p;
+    return 0;
+}
+
+static int skip_value(reader *rd, int depth)
+{
+    int r;
+
+    if (depth > DEPTH_MAX)
+        return -EPROTO;
+    skip_ws(rd);
+    if (rd->p >= rd->end)
+        return -EPROTO;
+    switch (*rd->p) {
+    case '"':
+        return read_string(rd, NULL);
+    case '{':
+        rd->p++;
+        if (eat(rd, '}'))
+            return 0;
+        do {
+            if ((r = read_string(rd, NULL)) < 0)
+                return r;
+            if (!eat(rd, ':'))
+                return -EPROTO;
+            if ((r = skip_value(rd, depth + 1)) < 0)
+                return r;
+        } while (eat(rd, ','));
+        return eat(rd, '}') ? 0 : -EPROTO;
+    case '[':
+        rd->p++;
+        if (eat(rd, ']'))
+            return 0;
+        do {
+            if ((r = skip_value(rd, depth + 1)) < 0)
+                return r;
+        } while (eat(rd, ','));
+        return eat(rd, ']') ? 0 : -EPROTO;
+    case 't':
+        return eat_word(rd, "true", 4) ? 0 : -EPROTO;
+    case 'f':
+        return eat_word(rd, "false", 5) ? 0 : -EPROTO;
+    case 'n':
+        return eat_word(rd, "null", 4) ? 0 : -EPROTO;
+    default:
+        return skip_number(rd);
+    }
+}
+
+static int read_bool(reader *rd, bool *ret)
+{
+    if (eat_word(rd, "true", 4))
+        *ret = true;
+    else if (eat_word(rd, "false", 5))
+        *ret = false;
+    else
+        return -EPROTO;
+    return 0;
+}
+
+/* A string or null (NULL). */
+static int read_opt_string(reader *rd, const char **ret)
+{
+    if (eat_word(rd, "null", 4)) {
+        *ret = NULL;
+        return 0;
+    }
+    return read_string(rd, ret);
+}
+
+/* An integer (no fraction, no exponent, within long long) or null (-1). */
+static int read_opt_int(reader *rd, long long *ret)
+{
+    if (eat_word(rd, "null", 4)) {
+        *ret = -1;
+        return 0;
+    }
+    skip_ws(rd);
+    const char *p = rd->p;
+    bool neg = p < rd->end && *p == '-';
+    unsigned long long v = 0, max = neg ? (unsigned long long)LLONG_MAX + 1 : LLONG_MAX;
+    if (neg)
+        p++;
+    const char *digits = p;
+    while (p < rd->end && *p >= '0' && *p <= '9') {
+        unsigned d = (unsigned)(*p++ - '0');
+        if (v > (max - d) / 10)
+            return -EPROTO;
+        v = v * 10 + d;
+    }
+    if (p == digits || (*digits == '0' && p - digits > 1) ||
+        (p < rd->end && (*p == '.' || *p == 'e' || *p == 'E')))
+        return -EPROTO;
+    rd->p = p;
+    *ret = neg ? (long long)(0 - v) : (long long)v;
+    return 0;
+}
+
+/* The metadata object, kept as the daemon wrote it, or null. */
+static int read_opt_object_text(reader *rd, const char **ret)
+{
+    if (eat_word(rd, "null", 4)) {
+        *ret = NULL;
+        return 0;
+    }
+    skip_ws(rd);
+    const char *start = rd->p;
+    if (start >= rd->end || *start != '{')
+        return -EPROTO;
+    int r = skip_value(rd, 0);
+    if (r < 0)
+        return r;
+    size_t n = (size_t)(rd->p - start);
+    char *out = rd->arena + rd->used;
+    memcpy(out, start, n);
+    out[n] = '\0';
+    rd->used += n + 1;
+    *ret = out;
+    return 0;
+}
+
+/* The scopes array, or null: the strings into the arena, the pointers into c->scopes. */
+static int read_opt_scopes(heare_auth *c, reader *rd, const char *const **ret)
+{
+    size_t n = 0;
+    int r;
+
+    if (eat_word(rd, "null", 4)) {
+        *ret = NULL;
+        return 0;
+    }
+    if (!eat(rd, '['))
+        return -EPROTO;
+    if (!eat(rd, ']')) {
+        do {
+            const char *s;
+            if ((r = read_string(rd, &s)) < 0)
+                return r;
+            if (n + 1 >= c->scopes_alloc) {
+                size_t m = c->scopes_alloc ? c->scopes_alloc * 2 : 16;
+                const char **a = realloc(c->scopes, m * sizeof(*a));
+                if (!a)
+                    return -ENOMEM;
+                c->scopes = a;
+                c->scopes_alloc = m;
+            }
+            c->scopes[n++] = s;
+        } while (eat(rd, ','));
+        if (!eat(rd, ']'))
+            return -EPROTO;
+    }
+    if (n + 1 > c->scopes_alloc) {
+        const char **a = realloc(c->scopes, 16 * sizeof(*a));
+        if (!a)
+            return -ENOMEM;
+        c->scopes = a;
+        c->scopes_alloc = 16;
+    }
+    c->scopes[n] = NULL;
+    *ret = c->scopes;
+    return 0;
+}
+
+enum {
+    F_VALID = 1u << 0,
+    F_CODE = 1u << 1,
+    F_KEY_ID = 1u << 2,
+    F_NAME = 1u << 3,
+    F_METADATA = 1u << 4,
+    F_SCOPES = 1u << 5,
+    F_EXPIRES_AT = 1u << 6,
+    F_RETRY = 1u << 7,
+};
+
+/* The parameters object of a Verify reply. A member seen twice is refused. */
+static int read_params(heare_auth *c, reader *rd, heare_auth_result *res)
+{
+    unsigned seen = 0;
+    bool valid = false;
+    int r;
+
+    if (eat_word(rd, "null", 4))
+        return -EPROTO;
+    if (!eat(rd, '{'))
+        return -EPROTO;
+    if (eat(rd, '}'))
+        return -EPROTO;
+    do {
+        const char *name;
+        size_t mark = rd->used;
+        unsigned bit = 0;
+
+        if ((r = read_string(rd, &name)) < 0)
+            return r;
+        if (!eat(rd, ':'))
+            return -EPROTO;
+        if (strcmp(name, "valid") == 0) {
+            bit = F_VALID;
+            r = read_bool(rd, &valid);
+        } else if (strcmp(name, "code") == 0) {
+            bit = F_CODE;
+            r = read_string(rd, &res->code);
+        } else if (strcmp(name, "key_id") == 0) {
+            bit = F_KEY_ID;
+            r = read_opt_string(rd, &res->key_id);
+        } else if (strcmp(name, "name") == 0) {
+            bit = F_NAME;
+            r = read_opt_string(rd, &res->name);
+        } else if (strcmp(name, "metadata") == 0) {
+            bit = F_METADATA;
+            r = read_opt_object_text(rd, &res->metadata_json);
+        } else if (strcmp(name, "scopes") == 0) {
+            bit = F_SCOPES;
+            r = read_opt_scopes(c, rd, &res->scopes);
+        } else if (strcmp(name, "expires_at") == 0) {
+            bit = F_EXPIRES_AT;
+            r = read_opt_string(rd, &res->expires_at);
+        } else if (strcmp(name, "retry_after_ms") == 0) {
+            bit = F_RETRY;
+            r = read_opt_int(rd, &res->retry_after_ms);
+        } else {
+            rd->used = mark; /* the name is not kept */
+            r = skip_value(rd, 1);
+        }
+        if (r < 0)
+            return r;
+        if (seen & bit)
+            return -EPROTO;
+        seen |= bit;
+    } while (eat(rd, ','));
+    if (!eat(rd, '}'))
+        return -EPROTO;
+    if ((seen & (F_VALID | F_CODE)) != (F_VALID | F_CODE))
+        return -EPROTO;
+    res->valid = valid;
+    return 0;
+}
+
+/* Parses one reply into *ret. An error reply is -EINVAL for InvalidParameter (an argument
+ * the daemon refused) and -EPROTO for any other; its name is kept in c->error. */
 static int parse_reply(heare_auth *c, const char *msg, size_t len, heare_auth_result *ret)
 {
     heare_auth_result res = {.retry_after_ms = -1};
-    json_error_t jerr;
-    int r = -EPROTO;
+    reader rd = {.p = msg, .end = msg + len, .arena = c->arena};
+    const char *error = NULL;
+    bool have_error = false, have_continues = false, continues = false;
+    int params = 0; /* 1: a Verify answer; 2: present, but not one */
+    int r;
 
-    json_t *doc = json_loadb(msg, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!json_is_object(doc))
-        goto out;
+    if (!eat(&rd, '{') || eat(&rd, '}'))
+        return -EPROTO;
+    do {
+        const char *name;
+        size_t mark = rd.used;
 
-    const json_t *e = json_object_get(doc, "error");
-    if (e) {
-        if (!json_is_string(e))
-            goto out;
-        c->error = strdup(json_string_value(e));
-        if (!c->error) {
-            r = -ENOMEM;
-            goto out;
+        if ((r = read_string(&rd, &name)) < 0)
+            return r;
+        if (!eat(&rd, ':'))
+            return -EPROTO;
+        if (strcmp(name, "parameters") == 0) {
+            if (params)
+                return -EPROTO;
+            params = 1;
+            /* Read as a Verify answer only if no error came first; an error's parameters
+             * (any shape) are skipped. */
+            if (have_error)
+                r = skip_value(&rd, 1);
+            else {
+                const char *at = rd.p;
+                r = read_params(c, &rd, &res);
+                if (r == -EPROTO) {
+                    /* Perhaps an error reply whose "error" member comes later. */
+                    rd.p = at;
+                    rd.used = mark;
+                    r = skip_value(&rd, 1);
+                    params = 2;
+                }
+            }
+        } else if (strcmp(name, "error") == 0) {
+            if (have_error)
+                return -EPROTO;
+            have_error = true;
+            r = read_string(&rd, &error);
+        } else if (strcmp(name, "continues") == 0) {
+            if (have_continues)
+                return -EPROTO;
+            have_continues = true;
+            r = read_bool(&rd, &continues);
+        } else {
+            rd.used = mark;
+            r = skip_value(&rd, 1);
         }
-        r = strcmp(c->error, INVALID_PARAMETER) == 0 ? -EINVAL : -EPROTO;
-        json_t *p = json_object_get(doc, "parameters");
-        if (json_is_object(p))
-            c->reply = json_incref(p); /* for heare_auth__reply */
-        goto out;
+        if (r < 0)
+            return r;
+    } while (eat(&rd, ','));
+    if (!eat(&rd, '}'))
+        return -EPROTO;
+    skip_ws(&rd);
+    if (rd.p != rd.end)
+        return -EPROTO;
+
+    if (have_error) {
+        c->error = error;
+        return strcmp(error, INVALID_PARAMETER) == 0 ? -EINVAL : -EPROTO;
     }
-    if (json_is_true(json_object_get(doc, "continues")))
-        goto out;
-
-    json_t *params = json_object_get(doc, "parameters");
-    if (!json_is_object(params))
-        goto out;
-    const json_t *valid = json_object_get(params, "valid");
-    const json_t *code = json_object_get(params, "code");
-    if (!json_is_boolean(valid) || !json_is_string(code))
-        goto out;
-    res.valid = json_is_true(valid);
-    res.code = json_string_value(code);
-    if (opt_string(params, "key_id", &res.key_id) < 0 ||
-        opt_string(params, "name", &res.name) < 0 ||
-        opt_string(params, "expires_at", &res.expires_at) < 0)
-        goto out;
-
-    const json_t *retry = json_object_get(params, "retry_after_ms");
-    if (json_is_integer(retry))
-        res.retry_after_ms = json_integer_value(retry);
-    else if (retry && !json_is_null(retry))
-        goto out;
-
-    const json_t *metadata = json_object_get(params, "metadata");
-    if (json_is_object(metadata)) {
-        c->metadata_json = json_dumps(metadata, JSON_COMPACT | JSON_PRESERVE_ORDER);
-        if (!c->metadata_json) {
-            r = -ENOMEM;
-            goto out;
-        }
-        res.metadata_json = c->metadata_json;
-    } else if (metadata && !json_is_null(metadata)) {
-        goto out;
-    }
-
-    const json_t *scopes = json_object_get(params, "scopes");
-    if (json_is_array(scopes)) {
-        size_t n = json_array_size(scopes);
-        c->scopes = calloc(n + 1, sizeof(*c->scopes));
-        if (!c->scopes) {
-            r = -ENOMEM;
-            goto out;
-        }
-        for (size_t i = 0; i < n; i++) {
-            const json_t *s = json_array_get(scopes, i);
-            if (!json_is_string(s))
-                goto out;
-            c->scopes[i] = json_string_value(s);
-        }
-        res.scopes = c->scopes;
-    } else if (scopes && !json_is_null(scopes)) {
-        goto out;
-    }
-
-    /* The strings above belong to params, which the client keeps until the next call. */
-    c->reply = json_incref(params);
+    if (params != 1 || continues)
+        return -EPROTO;
     *ret = res;
-    r = 0;
-out:
-    json_decref(doc);
-    if (r < 0 && !c->error)
-        drop_result(c);
-    return r;
+    return 0;
 }
 
 /* ---- the calls --------------------------------------------------------------------------- */
@@ -461,7 +833,8 @@ EXPORT int heare_auth_verify_request(heare_auth *c, const heare_auth_request *re
 
     if (!c || !req || !req->key || !ret)
         return -EINVAL;
-    drop_result(c);
+    consume_last(c);
+    c->error = NULL;
 
     int64_t deadline = now_ns() + (int64_t)c->timeout_ms * 1000000;
     r = build_request(c, req);
@@ -471,12 +844,11 @@ EXPORT int heare_auth_verify_request(heare_auth *c, const heare_auth_request *re
     if (r < 0)
         return r;
 
+    /* The reply stays at the front of in[] until the next call, with whatever came behind
+     * it (nothing, from a daemon that follows the protocol). */
+    c->last_len = len + 1;
     r = parse_reply(c, c->in, len, ret);
-    /* Keep whatever was sent behind this reply (nothing, from a daemon that follows the
-     * protocol) for the next call to find. */
-    memmove(c->in, c->in + len + 1, c->in_len - len - 1);
-    c->in_len -= len + 1;
-    if (r == -EPROTO)
+    if (r == -EPROTO && !c->error)
         disconnect(c); /* a peer that does not speak Verify: start afresh next time */
     return r;
 }
@@ -526,7 +898,7 @@ EXPORT void heare_auth_close(heare_auth *c)
     if (!c)
         return;
     disconnect(c);
-    drop_result(c);
+    free(c->scopes);
     explicit_bzero(c->out, MESSAGE_MAX + 1);
     free(c->out);
     free(c);
@@ -568,7 +940,10 @@ const char *heare_auth__error_name(const heare_auth *c)
     return c ? c->error : NULL;
 }
 
-const json_t *heare_auth__reply(const heare_auth *c)
+const char *heare_auth__reply_text(const heare_auth *c, size_t *ret_len)
 {
-    return c ? c->reply : NULL;
+    if (!c || c->last_len == 0)
+        return NULL;
+    *ret_len = c->last_len - 1;
+    return c->in;
 }

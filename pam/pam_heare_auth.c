@@ -33,11 +33,6 @@
 
 #define EXPORT __attribute__((visibility("default")))
 
-static void heare_auth_closep(heare_auth **c)
-{
-    heare_auth_close(*c);
-}
-
 /* The one value stored under DATA_ACCT: a constant, so nothing is allocated and nothing
  * needs a cleanup callback from this module after it may have been unloaded. */
 static const char acct_expired[] = "expired";
@@ -164,11 +159,12 @@ static bool user_matches(const pam_options *o, heare_auth *c, const heare_auth_r
     case USER_MATCH_NAME:
         want = res->name;
         break;
-    case USER_MATCH_METADATA:
-        /* The metadata as the daemon sent it, not re-parsed from metadata_json. */
-        want = json_string_value(
-            json_object_get(json_object_get(heare_auth__reply(c), "metadata"), o->user_field));
-        break;
+    case USER_MATCH_METADATA: {
+        _cleanup_json_ json_t *metadata =
+            res->metadata_json ? json_loads(res->metadata_json, 0, NULL) : NULL;
+        want = json_string_value(json_object_get(metadata, o->user_field));
+        return want && user && strcmp(want, user) == 0;
+    }
     }
     return want && user && strcmp(want, user) == 0;
 }

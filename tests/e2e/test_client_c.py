@@ -290,6 +290,21 @@ def test_bad_replies_are_eproto(probe, fakedir):
         b'{"error": "io.heare.Auth.InternalError", "parameters": {"reason": "x"}}\0',
         b'{"error": "org.varlink.service.MethodNotFound", "parameters": {}}\0',
         b"x" * 70000,  # no terminator within the limit
+        b'{"parameters": {"valid": true, "code": "VALID", "code": "VALID"}}\0',  # twice
+        b'{"parameters": {"valid": true, "code": "VALID", "retry_after_ms": 1.5}}\0',
+        b'{"parameters": {"valid": true, "code": "VALID", "retry_after_ms": 1e3}}\0',
+        b'{"parameters": {"valid": true, "code": "VALID", '
+        b'"retry_after_ms": 99999999999999999999}}\0',
+        b'{"parameters": {"valid": true, "code": "VALID", "name": "a\\u0000b"}}\0',
+        b'{"parameters": {"valid": true, "code": "VALID", "name": "\\ud800"}}\0',
+        b'{"parameters": {"valid": true, "code": "VALID", "metadata": [1]}}\0',
+        b'{"parameters": {"valid": true, "code": "VALID", "x": [1,}}\0',
+        b'{"parameters": {"valid": true, "code": "VALID"}} trailing\0',
+        b'{"parameters": {"valid": true, "code": "VALID"}, "parameters": {}}\0',
+        b'{"parameters": {"valid": true, "code": "VALID", "x": ' + b"[" * 100 + b"]" * 100
+        + b'}}\0',  # nested past the depth limit
+        b'{"parameters": {"valid": true, "code": "VALID", "name": "\x01"}}\0',
+        b'{"parameters": {"reason": "x"}, "error": "io.heare.Auth.InternalError"}\0',
     ]
     for i, reply in enumerate(replies):
         path = os.path.join(fakedir, f"bad{i}.sock")
@@ -308,6 +323,35 @@ def test_bad_replies_are_eproto(probe, fakedir):
         with Probe(probe, path, 1000) as p:
             assert p.call(key="sec_x")["errno"] == "EINVAL"
             p.close()
+    finally:
+        peer.close()
+
+
+def test_replies_read_as_json_reads_them(probe, fakedir):
+    """Escapes decoded, members in any order, unknown members of any shape skipped (a
+    later daemon may add fields), the metadata kept as the daemon wrote it."""
+    reply = (b'{"continues": false, "extra": {"a": [1, -2.5e3, true, null, "\\""]}, '
+             b'"parameters": { "future": [{"x": {}}], "scopes": ["a\\/b", "\\u00e9t\\u00e9",'
+             b' "\\ud83d\\ude00"], "name": "caf\xc3\xa9 \\"q\\" \\\\ \\t", '
+             b'"metadata": {"k": {"n": [1, 2]}, "s": "\\u0041"}, "retry_after_ms": 0, '
+             b'"code": "RATE_LIMITED", "valid": false, "key_id": null, "expires_at": '
+             b'"2030-01-01T00:00:00Z"} }\0')
+    path = os.path.join(fakedir, "odd.sock")
+    peer = FakePeer(path, answering(reply))
+    try:
+        with Probe(probe, path, 1000) as p:
+            r = p.call(key="sec_x")
+            assert r["rc"] == 0, r
+            assert (r["valid"], r["code"], r["key_id"], r["retry_after_ms"]) == \
+                (0, "RATE_LIMITED", None, 0), r
+            assert r["name"] == 'caf\u00e9 "q" \\ \t', r
+            assert r["scopes"] == ["a/b", "\u00e9t\u00e9", "\U0001f600"], r
+            assert r["metadata_json"] == '{"k": {"n": [1, 2]}, "s": "\\u0041"}', r
+            assert r["expires_at"] == "2030-01-01T00:00:00Z"
+            for _ in range(3):  # the same connection, again
+                assert p.call(key="sec_x")["code"] == "RATE_LIMITED"
+            p.close()
+        assert peer.accepted == 1
     finally:
         peer.close()
 
