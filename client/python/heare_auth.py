@@ -155,7 +155,9 @@ class Client:
         if self._sock is None:
             self._connect(deadline)
         self._sock.settimeout(self._left(deadline))
-        self._sock.sendall(message)
+        # MSG_NOSIGNAL: a host that set SIGPIPE back to its default is not killed by a
+        # daemon that went away.
+        self._sock.sendall(message, _socket.MSG_NOSIGNAL)
         while b"\0" not in self._buf:
             if len(self._buf) > MESSAGE_MAX:
                 raise Error("heare-authd sent a reply over 64 KiB")

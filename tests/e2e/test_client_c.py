@@ -380,6 +380,9 @@ def test_reconnects_once_when_a_used_connection_broke(probe, fakedir):
             for _ in range(3):
                 r = p.call(key="sec_x")
                 assert r["rc"] == 0 and r["code"] == "VALID", r
+                # Time for the close to land: the next call writes into a closed socket
+                # (EPIPE, and SIGPIPE without MSG_NOSIGNAL: the probe keeps the default).
+                p.call(sleep_ms=200)
             p.close()
         assert peer.accepted == 3
     finally:

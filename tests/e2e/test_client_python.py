@@ -155,3 +155,28 @@ def test_reconnects_once(daemon, fakedir):
         daemon.stop()
         restart(daemon)
         assert c.verify(secret).valid  # the old connection died: one reconnect
+
+
+def test_no_sigpipe_with_its_default_action(fakedir):
+    """A host that restored SIGPIPE's default action is not killed when the daemon went
+    away: each connection answers once and closes, and the next call writes into the
+    closed socket (EPIPE) before it reconnects."""
+    path = os.path.join(fakedir, "once.sock")
+    peer = FakePeer(path, answering(VALID_REPLY, then=lambda n: "close"))
+    code = ("import signal, sys, time, heare_auth\n"
+            "signal.signal(signal.SIGPIPE, signal.SIG_DFL)\n"
+            "with heare_auth.Client(socket=sys.argv[1]) as c:\n"
+            "    for _ in range(3):\n"
+            "        assert c.verify('sec_x').valid\n"
+            "        time.sleep(0.2)\n"
+            "print('alive')\n")
+    try:
+        import subprocess
+        res = subprocess.run(["/usr/bin/python3", "-c", code, path], capture_output=True,
+                             text=True, timeout=30,
+                             env=dict(os.environ, PYTHONPATH=os.path.join(ROOT, "client",
+                                                                          "python")))
+        assert res.returncode == 0 and res.stdout == "alive\n", res
+        assert peer.accepted == 3
+    finally:
+        peer.close()

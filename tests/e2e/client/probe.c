@@ -1,7 +1,8 @@
 /* probe: drives libheare-auth for test_client_c.py. One client on argv[1] ("-": the
  * default socket) with timeout argv[2] ms; each stdin line is one call, a JSON object with
  * any of key, scope, require, user_agent, client_address ("null_key": true passes a NULL
- * key; "plain": true uses heare_auth_verify); each answer is one JSON line on stdout. SIGPIPE
+ * key; "plain": true uses heare_auth_verify; {"sleep_ms": N} pauses); each answer is one
+ * JSON line on stdout. SIGPIPE
  * keeps its default action, so a library that let one through kills the probe. */
 #include <errno.h>
 #include <fcntl.h>
@@ -77,7 +78,12 @@ int main(int argc, char **argv)
         heare_auth_result res;
         struct timespec t0, t1;
 
-        if (json_is_true(json_object_get(in, "cloexec"))) {
+        if (json_is_integer(json_object_get(in, "sleep_ms"))) {
+            struct timespec ts = {0, (long)json_integer_value(json_object_get(in, "sleep_ms")) *
+                                         1000000L};
+            nanosleep(&ts, NULL);
+            json_object_set_new(out, "slept", json_true());
+        } else if (json_is_true(json_object_get(in, "cloexec"))) {
             int n, ok = sockets_cloexec(&n);
             json_object_set_new(out, "cloexec", json_boolean(ok));
             json_object_set_new(out, "sockets", json_integer(n));
