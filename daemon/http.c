@@ -61,7 +61,6 @@ typedef struct held_req {
 
 static h2o_globalconf_t g_config;
 static bool g_config_inited;
-static int g_rcvbuf; /* SO_RCVBUF of TCP connections */
 
 /* ---- answers ---- */
 
@@ -771,11 +770,6 @@ int http_init(const conf *c)
     g_config.http1.req_timeout = timeout < HTTP_REQUEST_TIMEOUT_MS ? timeout
                                                                    : HTTP_REQUEST_TIMEOUT_MS;
     g_config.http2.idle_timeout = g_config.http1.req_timeout;
-    /* h2o reads all a socket holds, and Linux grows a TCP receive buffer to megabytes. A
-     * quarter of connection-buffer-max (about what one read then brings) keeps h2o's input
-     * buffer, which may grow to twice what it holds, within it; and bounds what a loop
-     * copies in when many pipelining clients are readable at once. */
-    g_rcvbuf = (int)(c->connection_buffer_max / 4);
 
     h2o_hostconf_t *host = h2o_config_register_host(&g_config, h2o_iovec_init(H2O_STRLIT("default")),
                                                     65535);
@@ -847,12 +841,24 @@ void http_accept(http_loop *hl, h2o_socket_t *sock)
     hl->n_conns++;
     sock->on_close.cb = on_conn_close;
     sock->on_close.data = t;
+    h2o_accept(&hl->accept_ctx, sock);
+}
+
+void http_listener_setup(int fd, const conf *c)
+{
+    /* h2o reads all a socket holds, and Linux grows a TCP receive buffer to megabytes: a
+     * loop with a hundred pipelining clients readable at once then copied in tens of
+     * megabytes in one iteration (40 ms of CPU) while others waited. A sixteenth of
+     * connection-buffer-max (64 KiB by default; what one read then brings) bounds that,
+     * keeps h2o's input buffer far within connection-buffer-max, and is plenty for
+     * requests of at most 64 KiB. Set on the listener, so that every connection has it
+     * from its first segment on (the window is advertised from it). */
     struct sockaddr_storage sa;
     socklen_t len = sizeof(sa);
-    int fd = h2o_socket_get_fd(sock);
-    if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && sa.ss_family != AF_UNIX)
-        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &g_rcvbuf, sizeof(g_rcvbuf));
-    h2o_accept(&hl->accept_ctx, sock);
+    int rcvbuf = (int)(c->connection_buffer_max / 16);
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && sa.ss_family != AF_UNIX &&
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) < 0)
+        log_warning("http: cannot set SO_RCVBUF on the listener: %m");
 }
 
 size_t http_loop_conns(const http_loop *hl)
