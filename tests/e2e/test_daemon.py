@@ -146,6 +146,24 @@ def test_regular_file_at_socket_path_is_not_replaced(make_daemon):
         assert f.read() == "precious\n"
 
 
+def test_failed_start_leaves_no_socket_behind(make_daemon):
+    # The verify socket is bound, then the admin path is refused: the daemon that does not
+    # start removes the socket it had bound (and, under the sanitizers, frees its path).
+    d = make_daemon(start=False)
+    with open(d.admin_sock, "w") as f:
+        f.write("precious\n")
+    d.start(wait_ready=False)
+    try:
+        rc = d.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("daemon started over a regular file at its admin socket path")
+    assert rc != 0
+    assert "listening on " + d.verify_sock in d.raw_log()
+    assert not os.path.exists(d.verify_sock)
+    with open(d.admin_sock) as f:
+        assert f.read() == "precious\n"
+
+
 def write_conf(d, text):
     path = os.path.join(d, "heare-authd.conf")
     with open(path, "w") as f:

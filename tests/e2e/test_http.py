@@ -704,3 +704,5 @@ def test_http_listen_bad_values_are_refused(tmpdir_e2e):
                              capture_output=True, text=True, timeout=10)
         assert res.returncode != 0
         assert "cannot bind" in res.stderr and "Address already in use" in res.stderr
+        # the Unix sockets it had bound before are gone again
+        assert not os.listdir(tmpdir_e2e), os.listdir(tmpdir_e2e)
