@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import HEARE_AUTHD, Daemon, Varlink, ok, wait_for
+from conftest import HEARE_AUTHD, Daemon, Varlink, ok, sanitizer_setenv_args, wait_for
 
 SPEC_KEYS = [
     "store", "s3-region", "s3-endpoint", "s3-addressing", "s3-sse", "poll-interval", "cache",
@@ -37,7 +37,7 @@ def authd(*args, env=None, timeout=20):
 def test_socket_activation(make_daemon):
     d = make_daemon(start=False)
     argv = ["systemd-socket-activate", "-l", d.verify_sock, "-l", d.admin_sock,
-            "--fdname=verify:admin", "-E", None,
+            "--fdname=verify:admin", "-E", None, *sanitizer_setenv_args(),
             HEARE_AUTHD, "--store", d.store_url, "--cache", d.cache_path,
             "--poll-interval", "1s", "--threads", "2"]
     notify = os.path.join(d.dir, "notify.sock")

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from conftest import (HEARE_AUTHD, http_daemon_args, http_request, raw_http, rfc3339, v2_key,
-                      wait_for)
+from conftest import (HEARE_AUTHD, http_daemon_args, http_request, raw_http, rfc3339,
+                      sanitizer_setenv_args, v2_key, wait_for)
 
 INVALID_401 = {"detail": {"valid": False, "error": "Invalid API key", "code": None}}
 MISSING_422 = {"detail": [{"loc": ["body", "api_key"], "msg": "field required",
@@ -668,7 +668,7 @@ def test_socket_activated_http_fd(make_daemon):
     d = make_daemon(start=False)
     argv = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=http",
             "-E", "NOTIFY_SOCKET=" + os.path.join(d.dir, "notify.sock"),
-            HEARE_AUTHD] + d.base_args()
+            *sanitizer_setenv_args(), HEARE_AUTHD] + d.base_args()
     d.spawn(argv, wait_ready=False)
     wait_for(lambda: _port_open(port), 10, what="systemd-socket-activate's listener")
     r = http_request("127.0.0.1", port, "GET", "/health", timeout=15)
