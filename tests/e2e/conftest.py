@@ -2,6 +2,7 @@
 a raw Varlink client, and the heare-auth CLI, all with timeouts so nothing can hang."""
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -40,11 +41,17 @@ HEARE_AUTHD_BINARY = HEARE_AUTHD
 # -- sanitizers and valgrind ---------------------------------------------------------------
 #
 # Built with -Db_sanitize=address,undefined (tests/run's second build), every binary of
-# ours writes any sanitizer report to a file of its own under REPORT_DIR (log_path=), so
-# that no report is lost in a stderr nobody reads, whoever started the process: a fixture,
-# a test's subprocess.run, prlimit, pamtester. pytest_runtest_makereport fails the test
-# during which a report appeared. The same environment is harmless to a build without
-# sanitizers. HEARE_E2E_LSAN_OPTIONS adds LeakSanitizer options (docs/testing.md).
+# ours writes any AddressSanitizer or LeakSanitizer report to a file of its own under
+# REPORT_DIR (log_path=), so that no report is lost in a stderr nobody reads, whoever
+# started the process: a fixture, a test's subprocess.run, prlimit, pamtester.
+# UndefinedBehaviorSanitizer's reports cannot go there: with GCC's two runtimes, libubsan
+# hands its log_path to libasan (the first runtime loaded answers its
+# __sanitizer_set_report_path) and keeps writing to stderr. So every output a test reads
+# from a process (Popen.communicate, which subprocess.run uses too) and every daemon's log
+# is searched for a report as well, and one found is filed under REPORT_DIR
+# (note_output). pytest_runtest_makereport fails the test during which a report appeared.
+# The same environment is harmless to a build without sanitizers.
+# HEARE_E2E_LSAN_OPTIONS adds LeakSanitizer options (docs/testing.md).
 #
 # HEARE_E2E_VALGRIND=1 (by hand, on a build without sanitizers: docs/testing.md) runs every
 # heare-authd of the tests under valgrind instead, its reports in the same directory.
@@ -55,11 +62,12 @@ REPORT_DIR = tempfile.mkdtemp(prefix="heare-e2e-reports-")
 os.chmod(REPORT_DIR, 0o1777)  # some tests run a client of ours as nobody
 
 # halt_on_error: the first error ends the process, non-zero, as it would a test of it.
+# One log_path for both: whichever runtime sets it last (see above) sets it for libasan.
+_log_path = f"log_path={REPORT_DIR}/sanitizer"
 os.environ["ASAN_OPTIONS"] = ":".join([
     "halt_on_error=1", "detect_leaks=1", "detect_stack_use_after_return=1",
-    "strict_string_checks=1", f"log_path={REPORT_DIR}/asan"])
-os.environ["UBSAN_OPTIONS"] = ":".join([
-    "print_stacktrace=1", "halt_on_error=1", f"log_path={REPORT_DIR}/ubsan"])
+    "strict_string_checks=1", _log_path])
+os.environ["UBSAN_OPTIONS"] = ":".join(["print_stacktrace=1", "halt_on_error=1", _log_path])
 # print_suppressions=0: a run whose only leaks are suppressed writes no file at all.
 os.environ["LSAN_OPTIONS"] = ":".join(
     [f"suppressions={LSAN_SUPPRESSIONS}", "print_suppressions=0"] +
@@ -129,13 +137,42 @@ def sanitizer_report_in(text):
     return text[start:start + 4000]
 
 
+_output_reports = itertools.count()
+
+
+def note_output(text, what):
+    """Files a sanitizer report found in text (what a process wrote; what says which)
+    under REPORT_DIR, where pytest_runtest_makereport finds it."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    report = sanitizer_report_in(text)
+    if report:
+        name = f"output.{os.getpid()}.{next(_output_reports)}"
+        with open(os.path.join(REPORT_DIR, name), "w") as f:
+            f.write(f"{what}:\n{report}")
+
+
+_communicate = subprocess.Popen.communicate
+
+
+def _communicate_and_check(self, *args, **kwargs):
+    out, err = _communicate(self, *args, **kwargs)
+    for text in (err, out):
+        if text:
+            note_output(text, f"output of {self.args!r}")
+    return out, err
+
+
+subprocess.Popen.communicate = _communicate_and_check
+
+
 def new_reports(seen):
     """Reports under REPORT_DIR that are not in seen (a set of names, updated): a list of
     (name, text). Empty files (valgrind's, with -q, while it found nothing) do not count
     and are looked at again next time."""
     out = []
     for name in sorted(os.listdir(REPORT_DIR)):
-        if name in seen or not name.startswith(("asan.", "ubsan.", "valgrind.")):
+        if name in seen or not name.startswith(("sanitizer.", "output.", "valgrind.")):
             continue
         path = os.path.join(REPORT_DIR, name)
         try:
@@ -512,6 +549,7 @@ class Daemon:
     def cleanup(self):
         self.terminate()
         self.kill()
+        note_output(self.raw_log(), self.log_path)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- logs ------------------------------------------------------------------------------
@@ -622,11 +660,8 @@ def run_cli(argv, input=None, env=None, timeout=CLI_TIMEOUT):
         argv = [HEARE_AUTH] + list(argv)
     if env is None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HEARE_AUTH_")}
-    res = subprocess.run(argv, input=input, env=env, capture_output=True, text=True,
-                         timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
-    report = sanitizer_report_in(res.stderr)
-    assert report is None, f"sanitizer report from {argv}:\n{report}"
-    return res
+    return subprocess.run(argv, input=input, env=env, capture_output=True, text=True,
+                          timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
 
 
 @pytest.fixture
@@ -654,9 +689,7 @@ def make_daemon():
         leaked = d.leaked_secrets()
         if leaked:
             problems.append(f"{d.log_path}: secrets found in the daemon log: {leaked}")
-        report = sanitizer_report_in(d.raw_log())
-        if report:
-            problems.append(f"{d.log_path}: sanitizer report:\n{report}")
+        note_output(d.raw_log(), d.log_path)
     for d in made:
         if not problems:
             shutil.rmtree(d.dir, ignore_errors=True)
