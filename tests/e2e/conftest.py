@@ -218,6 +218,10 @@ def pytest_sessionfinish(session, exitstatus):
         print("\nsanitizer/valgrind reports after the last test (in %s):\n%s" % (
             REPORT_DIR, "\n".join(f"--- {name}\n{body[:8000]}" for name, body in late)))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if VALGRIND:
+        runs = [n for n in os.listdir(REPORT_DIR) if n.startswith("valgrind.")]
+        print(f"\nvalgrind: {len(runs)} heare-authd processes, "
+              f"{sum(n in _seen_reports for n in runs)} with a report")
     if not _seen_reports:
         shutil.rmtree(REPORT_DIR, ignore_errors=True)
 
