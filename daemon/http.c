@@ -6,12 +6,14 @@
 #include <inttypes.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
+#include "buffers.h"
 #include "daemon.h"
 #include "errors.h"
 #include "http.h"
@@ -22,8 +24,10 @@
 #include "macro.h"
 #include "metrics.h"
 #include "secret.h"
+#include "turns.h"
 
 #define JSON_TYPE "application/json"
+
 
 struct http_loop {
     h2o_context_t ctx;
@@ -31,6 +35,11 @@ struct http_loop {
     h2o_linklist_t conns; /* tracked */
     size_t n_conns;
     atomic_size_t *load; /* the loop's count of connections, shared with the others */
+    /* held_req: requests held for a turn (turns.h), the ones the loop's budget stopped
+     * first; and requests held back by buffers-max. */
+    h2o_linklist_t ready_first, ready;
+    h2o_linklist_t waiting;
+    turns *turns; /* the serving loop's, shared with its Varlink connections */
 };
 
 /* One per connection, to count it and to find its descriptor at drain time. h2o calls
@@ -39,10 +48,21 @@ typedef struct tracked {
     h2o_linklist_t link;
     http_loop *hl;
     h2o_socket_t *sock;
+    uint64_t held; /* bytes counted in buffers.h: h2o's input buffer, as allocated */
+    turn_share share;
 } tracked;
+
+/* A request answered later, for its turn or for buffers-max. In the request's pool: when
+ * h2o disposes of the request (its connection gone), it leaves its queue. */
+typedef struct held_req {
+    h2o_linklist_t link;
+    h2o_req_t *req;
+    tracked *t;
+} held_req;
 
 static h2o_globalconf_t g_config;
 static bool g_config_inited;
+static int g_rcvbuf; /* SO_RCVBUF of TCP connections */
 
 /* ---- answers ---- */
 
@@ -673,17 +693,10 @@ static bool path_is_auth(const h2o_req_t *req)
     return p.len >= 5 && memcmp(p.base, "/auth", 5) == 0 && (p.len == 5 || p.base[5] == '/');
 }
 
-static int on_req(h2o_handler_t *self, h2o_req_t *req)
+static void route(h2o_req_t *req)
 {
     bool get = method_is(req, "GET") || method_is(req, "HEAD");
 
-    if (req->version < 0x200 && !framing_ok(req)) {
-        /* Whatever follows on this connection may be the rest of a request framed otherwise:
-         * nothing more is read from it. */
-        req->http1_is_persistent = 0;
-        respond_str(req, 400, "{\"detail\":\"ambiguous request framing\"}");
-        return 0;
-    }
     if (path_is(req, "/verify") && method_is(req, "POST"))
         handle_verify(req);
     else if (path_is_auth(req))
@@ -696,7 +709,170 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         handle_metrics(req);
     else
         respond_str(req, 404, "{\"detail\":\"Not Found\"}");
+}
+
+/* ---- turns and buffers ---- */
+
+static void on_conn_close(void *data);
+
+/* The tracked connection a request came on (HTTP/1 or HTTP/2), or NULL. */
+static tracked *tracked_of(h2o_req_t *req)
+{
+    h2o_socket_t *sock =
+        req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
+    return sock && sock->on_close.cb == on_conn_close ? sock->on_close.data : NULL;
+}
+
+/* Which queue a request waits in for its turn, or NULL: answer it now (counted). */
+static h2o_linklist_t *turn_queue(tracked *t)
+{
+    http_loop *hl = t->hl;
+    switch (turns_take(hl->turns, &t->share, TURN_HTTP_REQUEST)) {
+    case TURN_GO:
+        return NULL;
+    case TURN_AFTER_POLL:
+        return &hl->ready_first;
+    case TURN_NEXT_ROUND:
+    default:
+        return &hl->ready;
+    }
+}
+
+static void on_held_req_disposed(void *p)
+{
+    held_req *h = p;
+    if (h2o_linklist_is_linked(&h->link))
+        h2o_linklist_unlink(&h->link);
+}
+
+/* Queues req to be answered later; false on OOM (then it is answered now). h2o reads no more
+ * from an HTTP/1 connection while its request is unanswered, so a held request also holds
+ * back its connection's input. */
+static bool hold(h2o_req_t *req, tracked *t, h2o_linklist_t *queue)
+{
+    held_req *h = h2o_mem_alloc_shared(&req->pool, sizeof(*h), on_held_req_disposed);
+    if (!h)
+        return false;
+    *h = (held_req){.req = req, .t = t};
+    h2o_linklist_insert(queue, &h->link);
+    return true;
+}
+
+/* Whether the connection's peer is gone (reset, or closed both ways). */
+static bool peer_gone(const tracked *t)
+{
+    struct pollfd p = {.fd = h2o_socket_get_fd(t->sock), .events = POLLRDHUP};
+    return poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR));
+}
+
+/* Answers a held request, or holds it again. A request whose client is gone is answered at
+ * once, the last on its connection: h2o 2.2.5 goes on to the next pipelined request after a
+ * failed write, and would otherwise work through all a dead client sent. */
+static void release(held_req *h)
+{
+    h2o_linklist_unlink(&h->link);
+    tracked *t = h->t;
+    if (peer_gone(t)) {
+        h->req->http1_is_persistent = 0;
+        route(h->req);
+        return;
+    }
+    if (!buffers_may_grow(t->held)) {
+        h2o_linklist_insert(&t->hl->waiting, &h->link);
+        return;
+    }
+    h2o_linklist_t *queue = turn_queue(t);
+    if (queue) {
+        h2o_linklist_insert(queue, &h->link);
+        return;
+    }
+    route(h->req);
+}
+
+static int on_req(h2o_handler_t *self, h2o_req_t *req)
+{
+    (void)self;
+    if (req->version < 0x200 && !framing_ok(req)) {
+        /* Whatever follows on this connection may be the rest of a request framed otherwise:
+         * nothing more is read from it. */
+        req->http1_is_persistent = 0;
+        respond_str(req, 400, "{\"detail\":\"ambiguous request framing\"}");
+        return 0;
+    }
+    tracked *t = tracked_of(req);
+    if (t) {
+        /* The buffer holding what h2o read and has not consumed: this request and any
+         * pipelined after it. Updated at each request: between them (idle, or answering)
+         * the count may stay above what is held, never below. */
+        const h2o_buffer_t *in = t->sock->input;
+        buffers_set(&t->held, in->bytes ? in->capacity : 0);
+        if (!buffers_may_grow(t->held) && hold(req, t, &t->hl->waiting))
+            return 0;
+        h2o_linklist_t *queue = turn_queue(t);
+        if (queue && hold(req, t, queue))
+            return 0;
+    }
+    route(req);
     return 0;
+}
+
+/* Answers now, the last on their connection, the held requests whose client is gone: it is
+ * not read meanwhile, so nothing else would notice. */
+static void release_hung_up(http_loop *hl)
+{
+    h2o_linklist_t *node = hl->waiting.next;
+    while (node != &hl->waiting) {
+        held_req *h = H2O_STRUCT_FROM_MEMBER(held_req, link, node);
+        node = node->next;
+        if (peer_gone(h->t)) {
+            h2o_linklist_unlink(&h->link);
+            h->req->http1_is_persistent = 0;
+            route(h->req);
+        }
+    }
+}
+
+/* Answers the requests of queue in order while the turn's budget lasts; the ones not
+ * reached keep their place. */
+static void serve_queue(http_loop *hl, h2o_linklist_t *queue)
+{
+    h2o_linklist_t list;
+    h2o_linklist_init_anchor(&list);
+    h2o_linklist_insert_list(&list, queue);
+    while (!h2o_linklist_is_empty(&list) && !turns_over(hl->turns))
+        release(H2O_STRUCT_FROM_MEMBER(held_req, link, list.next));
+    h2o_linklist_insert_list(queue->next, &list);
+}
+
+void http_loop_run_ready(http_loop *hl)
+{
+    if (!hl)
+        return;
+    serve_queue(hl, &hl->ready_first);
+    serve_queue(hl, &hl->ready);
+}
+
+void http_loop_run_waiting(http_loop *hl, bool hangups)
+{
+    if (!hl)
+        return;
+    if (hangups)
+        release_hung_up(hl);
+    h2o_linklist_t list;
+    h2o_linklist_init_anchor(&list);
+    h2o_linklist_insert_list(&list, &hl->waiting);
+    while (!h2o_linklist_is_empty(&list))
+        release(H2O_STRUCT_FROM_MEMBER(held_req, link, list.next));
+}
+
+bool http_loop_has_ready(http_loop *hl)
+{
+    return hl && (!h2o_linklist_is_empty(&hl->ready_first) || !h2o_linklist_is_empty(&hl->ready));
+}
+
+bool http_loop_has_waiting(http_loop *hl)
+{
+    return hl && !h2o_linklist_is_empty(&hl->waiting);
 }
 
 /* ---- configuration and loops ---- */
@@ -711,6 +887,11 @@ int http_init(const conf *c)
     g_config.http1.req_timeout = timeout < HTTP_REQUEST_TIMEOUT_MS ? timeout
                                                                    : HTTP_REQUEST_TIMEOUT_MS;
     g_config.http2.idle_timeout = g_config.http1.req_timeout;
+    /* h2o reads all a socket holds, and Linux grows a TCP receive buffer to megabytes. A
+     * quarter of connection-buffer-max (about what one read then brings) keeps h2o's input
+     * buffer, which may grow to twice what it holds, within it; and bounds what a loop
+     * copies in when many pipelining clients are readable at once. */
+    g_rcvbuf = (int)(c->connection_buffer_max / 4);
 
     h2o_hostconf_t *host = h2o_config_register_host(&g_config, h2o_iovec_init(H2O_STRLIT("default")),
                                                     65535);
@@ -729,7 +910,7 @@ void http_free(void)
     g_config_inited = false;
 }
 
-http_loop *http_loop_new(h2o_evloop_t *loop, atomic_size_t *load)
+http_loop *http_loop_new(h2o_evloop_t *loop, atomic_size_t *load, turns *loop_turns)
 {
     http_loop *hl = calloc(1, sizeof(*hl));
     if (!hl)
@@ -738,7 +919,11 @@ http_loop *http_loop_new(h2o_evloop_t *loop, atomic_size_t *load)
     hl->accept_ctx.ctx = &hl->ctx;
     hl->accept_ctx.hosts = g_config.hosts;
     h2o_linklist_init_anchor(&hl->conns);
+    h2o_linklist_init_anchor(&hl->ready_first);
+    h2o_linklist_init_anchor(&hl->ready);
+    h2o_linklist_init_anchor(&hl->waiting);
     hl->load = load;
+    hl->turns = loop_turns;
     return hl;
 }
 
@@ -757,6 +942,7 @@ void http_loop_free(http_loop *hl)
 static void on_conn_close(void *data)
 {
     tracked *t = data;
+    buffers_set(&t->held, 0);
     h2o_linklist_unlink(&t->link);
     t->hl->n_conns--;
     atomic_fetch_sub_explicit(t->hl->load, 1, memory_order_relaxed);
@@ -777,6 +963,11 @@ void http_accept(http_loop *hl, h2o_socket_t *sock)
     hl->n_conns++;
     sock->on_close.cb = on_conn_close;
     sock->on_close.data = t;
+    struct sockaddr_storage sa;
+    socklen_t len = sizeof(sa);
+    int fd = h2o_socket_get_fd(sock);
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && sa.ss_family != AF_UNIX)
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &g_rcvbuf, sizeof(g_rcvbuf));
     h2o_accept(&hl->accept_ctx, sock);
 }
 

@@ -21,6 +21,7 @@
 #include <curl/curl.h>
 #include <systemd/sd-daemon.h>
 
+#include "buffers.h"
 #include "conf.h"
 #include "daemon.h"
 #include "errors.h"
@@ -29,6 +30,8 @@
 #include "macro.h"
 #include "metrics.h"
 #include "push.h"
+#include "timeutil.h"
+#include "verifylog.h"
 
 #define VERIFY_SOCKET_GROUP "heare-auth"
 #define MAX_LISTENERS 8
@@ -91,6 +94,11 @@ static int load_config(conf *c, const char *path, bool path_given, const flag_se
             fprintf(stderr, "heare-authd: --%s\n", err ? err : strerror(-r));
             return r;
         }
+    }
+    r = conf_check(c, &err);
+    if (r < 0) {
+        fprintf(stderr, "heare-authd: %s\n", err ? err : strerror(-r));
+        return r;
     }
     if (c->threads == 0) {
         long cpus = sysconf(_SC_NPROCESSORS_ONLN);
@@ -469,7 +477,13 @@ int main(int argc, char **argv)
         return 0;
     }
 
-    log_setup(choose_log_target(&c), c.log_level);
+    log_target target = choose_log_target(&c);
+    log_setup(target, c.log_level);
+    /* The journal limits the unit as a whole: a line per verification would have it drop
+     * lines, the audit events among them. */
+    if (c.log_verify == CONF_LOG_VERIFY_AUTO)
+        c.log_verify = target == LOG_TARGET_JOURNAL ? CONF_LOG_VERIFY_SUMMARY
+                                                    : CONF_LOG_VERIFY_ALL;
     raise_fd_limit();
 
     /* Signals are taken synchronously by this thread; every thread inherits the mask. */
@@ -531,23 +545,27 @@ int main(int argc, char **argv)
               h.status, c.threads);
     free(h.last_error);
 
-    /* The watchdog is fed from here, but only while every serving loop shows progress. */
+    /* The watchdog is fed from here, but only while every serving loop shows progress; and
+     * freed memory is given back from here (malloc_trim takes milliseconds with a large
+     * heap, which a serving loop would make its clients wait). */
     uint64_t watchdog_usec = 0;
     if (sd_watchdog_enabled(false, &watchdog_usec) <= 0)
         watchdog_usec = 0;
+    uint64_t wake_usec = watchdog_usec > 0 && watchdog_usec / 2 < 1000000 ? watchdog_usec / 2
+                                                                          : 1000000;
     bool stuck_reported = false;
 
     for (;;) {
         siginfo_t si;
-        int sig;
-        if (watchdog_usec > 0) {
-            struct timespec half = {.tv_sec = (time_t)(watchdog_usec / 2 / 1000000),
-                                    .tv_nsec = (long)(watchdog_usec / 2 % 1000000) * 1000};
-            sig = sigtimedwait(&mask, &si, &half);
-        } else {
-            sig = sigwaitinfo(&mask, &si);
-        }
+        struct timespec wake = {.tv_sec = (time_t)(wake_usec / 1000000),
+                                .tv_nsec = (long)(wake_usec % 1000000) * 1000};
+        int sig = sigtimedwait(&mask, &si, &wake);
         if (sig < 0 && errno == EAGAIN) {
+            buffers_maybe_trim();
+            if (c.log_verify == CONF_LOG_VERIFY_SUMMARY)
+                verifylog_flush(timeutil_monotonic_ms(), c.metrics_interval_ms);
+            if (watchdog_usec == 0)
+                continue;
             unsigned stuck;
             if (server_progressing(watchdog_usec / 1000, &stuck)) {
                 sd_notify(0, "WATCHDOG=1");
@@ -563,7 +581,7 @@ int main(int argc, char **argv)
         if (sig < 0) {
             if (errno == EINTR)
                 continue;
-            log_error("sigwaitinfo: %s", strerror(errno));
+            log_error("sigtimedwait: %s", strerror(errno));
             break;
         }
         if (si.si_signo == SIGHUP) {
@@ -579,6 +597,8 @@ int main(int argc, char **argv)
     if (!server_wait())
         log_warning("exiting with admin calls still in flight");
     push_stop();
+    if (c.log_verify == CONF_LOG_VERIFY_SUMMARY)
+        verifylog_finish();
     state_finish();
     server_free();
     http_free();

@@ -15,6 +15,7 @@
 #include "metrics.h"
 #include "secret.h"
 #include "timeutil.h"
+#include "verifylog.h"
 
 /* Reply buffer on the stack; a key with very large metadata falls back to the heap. */
 #define VERIFY_REPLY_STACK 2048
@@ -25,6 +26,11 @@ static void log_verify(const verify_result *r, const char *key, size_t key_len,
     conf_log_verify mode = state_conf()->log_verify;
     bool ok = r->code == VERIFY_VALID;
 
+    if (mode == CONF_LOG_VERIFY_SUMMARY) {
+        verifylog_count(r->code, r->key, peer->uid, peer->addr);
+        if (ok || !verifylog_failure_due(now_ns / 1000000))
+            return;
+    }
     if (mode == CONF_LOG_VERIFY_NONE || (mode == CONF_LOG_VERIFY_FAILURES && ok))
         return;
     if (!log_enabled(LOG_INFO))

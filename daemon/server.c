@@ -5,11 +5,18 @@
  * timeout from the first byte of a message to its end.
  * Calls are framed, checked against the socket and the peer, and dispatched through the
  * interface tables; replies go out in call order. Admin writes are handed to the store
- * thread and the connection waits for the answer without blocking its loop. */
+ * thread and the connection waits for the answer without blocking its loop.
+ * No connection holds its loop (turns.h): the loop serves a budget of calls between two
+ * polls, a few per connection; one with calls left waits in the loop's ready queue, served
+ * a pass at a time.
+ * A connection whose unsent replies and unread calls reach connection-buffer-max is not
+ * read until its client reads, and while all connections together hold buffers-max, those
+ * holding more than their share wait (buffers.h). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <grp.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -27,6 +34,7 @@
 #include <systemd/sd-login.h>
 #include <urcu-qsbr.h>
 
+#include "buffers.h"
 #include "daemon.h"
 #include "http.h"
 #include "json-lenient.h"
@@ -36,6 +44,7 @@
 #include "metrics.h"
 #include "secret.h"
 #include "timeutil.h"
+#include "turns.h"
 
 /* Each loop wakes at least this often so that it reports an RCU quiescent state: this
  * bounds how long a retired keystore waits before it is freed. */
@@ -43,8 +52,16 @@
 /* Connections per worker (Varlink and HTTP together); over it a new connection is closed
  * at once. */
 #define MAX_CONNS_PER_WORKER 4096
-/* Stop reading a connection's calls while this much output waits for the peer. */
-#define OUT_HIGH_WATER (1024 * 1024)
+/* How often the connections held back by buffers-max are looked at again, and how often
+ * they are checked for a peer that hung up (they are not read, so nothing else sees it). */
+#define WAITING_CHECK_MS 10
+#define HANGUP_CHECK_MS 1000
+/* An output buffer larger than this is freed once empty instead of kept for the next
+ * replies: a burst does not leave a connection holding megabytes. */
+#define BUF_KEEP_MAX (64 * 1024)
+/* The most one read can add to a Varlink connection's input: a local peer cannot queue
+ * more than its socket's send buffer (net.core.wmem_max, 208 KiB by default). */
+#define READ_MAX (256 * 1024)
 #define DRAIN_TIMEOUT_MS 5000
 /* After the drain deadline, how long torn-down HTTP connections get to close. */
 #define ABORT_GRACE_MS 200
@@ -96,6 +113,16 @@ struct worker {
     h2o_timeout_t accept_pause;
     h2o_linklist_t conns;
     size_t n_conns;
+    /* Connections with calls left, in order: those the loop's budget stopped first, then
+     * those whose own share was spent. */
+    h2o_linklist_t ready_first, ready;
+    h2o_linklist_t waiting; /* connections held back by buffers-max */
+    turns turns;
+    h2o_timeout_t pass_timeout; /* due at once */
+    h2o_timeout_entry_t pass_entry;
+    h2o_timeout_t waiting_timeout; /* WAITING_CHECK_MS */
+    h2o_timeout_entry_t waiting_entry;
+    uint64_t hangup_checked_ms;
     http_loop *http; /* NULL without an HTTP listener */
     size_t n_pending; /* jobs out with the store thread */
     bool stopping;
@@ -116,6 +143,9 @@ typedef struct conn {
      * whole within message-timeout of its first byte. */
     h2o_timeout_entry_t message_entry;
     h2o_linklist_t link;
+    h2o_linklist_t queue_link; /* on w->ready or w->waiting */
+    turn_share share;
+    uint64_t held; /* bytes counted in buffers.h: unsent replies and unread input */
     char *out; /* replies not yet handed to the socket */
     size_t out_len, out_cap;
     char *wbuf; /* the write in flight */
@@ -447,6 +477,11 @@ static void dispatch(conn *c, const varlink_call *call)
                    json_pack("{s:s}", "method", call->method));
         return;
     }
+    /* No method hands its connection over to another protocol. */
+    if (call->flags & VARLINK_CALL_UPGRADE) {
+        call_error_invalid_parameter(&ctx, "upgrade");
+        return;
+    }
     /* "more" on a method with one answer is answered once, as Varlink allows. */
     ctx.more = (call->flags & VARLINK_CALL_MORE) && (m->flags & METHOD_MORE);
     if (call->lenient) {
@@ -643,6 +678,9 @@ static void conn_close(conn *c)
     if (h2o_timeout_is_linked(&c->message_entry))
         h2o_timeout_unlink(&c->message_entry);
     h2o_linklist_unlink(&c->link);
+    if (h2o_linklist_is_linked(&c->queue_link))
+        h2o_linklist_unlink(&c->queue_link);
+    buffers_set(&c->held, 0);
     c->w->n_conns--;
     atomic_fetch_sub_explicit(&c->w->load, 1, memory_order_relaxed);
     if (c->uid_counted) {
@@ -659,6 +697,63 @@ static void conn_close(conn *c)
         conn_free(c);
 }
 
+/* ---- buffers and turns ---- */
+
+static uint64_t conn_unsent(const conn *c)
+{
+    return c->out_len + c->wbuf_len;
+}
+
+/* What the connection's buffers hold of memory: unsent replies, and the input buffer as
+ * allocated (h2o frees it once all is read; until then it may be twice what it holds). */
+static uint64_t conn_buffered(const conn *c)
+{
+    const h2o_buffer_t *in = c->sock->input;
+    return conn_unsent(c) + (in->bytes ? in->capacity : 0);
+}
+
+/* Frees an empty buffer too large to keep (BUF_KEEP_MAX). */
+static void buf_shrink(char **p, size_t *cap, bool wipe)
+{
+    if (*cap <= BUF_KEEP_MAX)
+        return;
+    if (wipe)
+        secret_wipe(*p, *cap);
+    *p = mfree(*p);
+    *cap = 0;
+}
+
+static void conn_unqueue(conn *c)
+{
+    if (h2o_linklist_is_linked(&c->queue_link))
+        h2o_linklist_unlink(&c->queue_link);
+}
+
+static void conn_queue(conn *c, h2o_linklist_t *queue)
+{
+    conn_unqueue(c);
+    h2o_linklist_insert(queue, &c->queue_link);
+}
+
+/* Counts one call in c's turn; false (and c queued) when it must wait. */
+static bool conn_take_call(conn *c)
+{
+    worker *w = c->w;
+    switch (turns_take(&w->turns, &c->share, 1)) {
+    case TURN_GO:
+        return true;
+    case TURN_AFTER_POLL:
+        conn_queue(c, &w->ready_first);
+        return false;
+    case TURN_NEXT_ROUND:
+    default:
+        conn_queue(c, &w->ready);
+        return false;
+    }
+}
+
+/* ---- connection flow ---- */
+
 static void on_write_complete(h2o_socket_t *sock, const char *err)
 {
     conn *c = sock->data;
@@ -666,6 +761,7 @@ static void on_write_complete(h2o_socket_t *sock, const char *err)
     if (c->wipe_output)
         secret_wipe(c->wbuf, c->wbuf_len);
     c->wbuf_len = 0;
+    buf_shrink(&c->wbuf, &c->wbuf_cap, false);
     if (err) {
         conn_close(c);
         return;
@@ -707,13 +803,17 @@ static bool conn_flush(conn *c)
 static void on_read(h2o_socket_t *sock, const char *err);
 
 /* Reads while the connection can take another call: not while a job is out, a close is
- * due, too much output waits, or the loop drains. */
+ * due, its buffers are full, it waits in a queue, or the loop drains. A connection that
+ * may not read only because of buffers-max waits for the total to fall. */
 static void conn_update_reading(conn *c)
 {
-    if (!c->sock)
-        return;
-    bool want = !c->pending_job && !c->close_after_flush && !c->eof &&
-                c->out_len < OUT_HIGH_WATER && !c->w->stopping;
+    bool want = !c->pending_job && !c->close_after_flush && !c->eof && !c->w->stopping &&
+                !h2o_linklist_is_linked(&c->queue_link) &&
+                conn_buffered(c) < g_conf->connection_buffer_max;
+    if (want && !buffers_may_read(c->held, READ_MAX)) {
+        want = false;
+        conn_queue(c, &c->w->waiting);
+    }
     if (want && !c->reading)
         h2o_socket_read_start(c->sock, on_read);
     else if (!want && c->reading)
@@ -725,8 +825,10 @@ static void conn_process(conn *c)
 {
     bool all_read = false;
 
+    conn_unqueue(c);
     verify_batch_begin();
-    while (c->sock && !c->pending_job && !c->close_after_flush && c->out_len < OUT_HIGH_WATER) {
+    while (c->sock && !c->pending_job && !c->close_after_flush &&
+           conn_unsent(c) < g_conf->connection_buffer_max) {
         h2o_buffer_t *in = c->sock->input;
         size_t msg_len, consumed;
         int r = varlink_frame_next(in->bytes, in->size, &c->framing, &msg_len, &consumed);
@@ -744,6 +846,13 @@ static void conn_process(conn *c)
             h2o_buffer_consume(&c->sock->input, in->size);
             break;
         }
+        buffers_set(&c->held, conn_buffered(c));
+        if (!buffers_may_grow(c->held)) {
+            conn_queue(c, &c->w->waiting);
+            break;
+        }
+        if (!conn_take_call(c))
+            break;
         handle_message(c, in->bytes, msg_len);
         if (!c->sock)
             break;
@@ -760,26 +869,34 @@ static void conn_process(conn *c)
     /* Whatever is left after the peer's EOF is an incomplete message: nothing to answer. */
     if (c->eof && all_read && !c->pending_job)
         c->close_after_flush = true;
-    if (!c->pending_job) {
+    if (c->out_len == 0)
+        buf_shrink(&c->out, &c->out_cap, c->wipe_output);
+    bool queued = h2o_linklist_is_linked(&c->queue_link);
+    /* The idle clock runs while the connection waits for its client, not for a job or for
+     * its turn. */
+    if (!c->pending_job && !queued) {
         if (!h2o_timeout_is_linked(&c->idle_entry))
             h2o_timeout_link(c->w->loop, &c->w->idle_timeout, &c->idle_entry);
     } else if (h2o_timeout_is_linked(&c->idle_entry)) {
         h2o_timeout_unlink(&c->idle_entry);
     }
-    /* The message clock runs only while the daemon waits for the rest of a message: not
-     * while it holds complete calls back (a job out, replies not read), when the peer
-     * is not the one keeping the message unfinished. It is not restarted by later bytes of
-     * the same message, which is what keeps a client that drips them from holding the
-     * connection; the idle clock is, so idle-timeout keeps its meaning between messages. */
-    bool awaiting_rest = all_read && c->sock->input->size > 0 && !c->close_after_flush;
+    if (!conn_flush(c))
+        return;
+    conn_update_reading(c);
+    buffers_set(&c->held, conn_buffered(c));
+    /* The message clock runs only while the daemon reads and waits for the rest of a
+     * message: not while it holds complete calls back (a job out, replies not read, its
+     * turn or buffers-max awaited), when the peer is not the one keeping the message
+     * unfinished. It is not restarted by later bytes of the same message, which is what
+     * keeps a client that drips them from holding the connection; the idle clock is, so
+     * idle-timeout keeps its meaning between messages. */
+    bool awaiting_rest = all_read && c->reading && c->sock->input->size > 0;
     if (!awaiting_rest) {
         if (h2o_timeout_is_linked(&c->message_entry))
             h2o_timeout_unlink(&c->message_entry);
     } else if (!h2o_timeout_is_linked(&c->message_entry)) {
         h2o_timeout_link(c->w->loop, &c->w->message_timeout, &c->message_entry);
     }
-    if (conn_flush(c))
-        conn_update_reading(c);
 }
 
 static void on_read(h2o_socket_t *sock, const char *err)
@@ -1065,7 +1182,10 @@ static void close_idle_conns(worker *w)
         conn *c = H2O_STRUCT_FROM_MEMBER(conn, link, node);
         node = node->next;
         conn_update_reading(c);
-        if (!c->pending_job && !c->writing && c->out_len == 0)
+        /* One waiting for its turn still has calls to answer: the pass serves them, and
+         * closes it once idle. */
+        if (!c->pending_job && !c->writing && c->out_len == 0 &&
+            !h2o_linklist_is_linked(&c->queue_link))
             conn_close(c);
     }
 }
@@ -1088,6 +1208,82 @@ static void on_stop(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messag
     }
     close_idle_conns(w);
     http_loop_shutdown(w->http);
+}
+
+/* Closes the connections held back by buffers-max whose peer hung up: they are not read,
+ * and without a write in flight nothing else would notice. */
+static void close_hung_up(worker *w)
+{
+    h2o_linklist_t *node = w->waiting.next;
+    while (node != &w->waiting) {
+        conn *c = H2O_STRUCT_FROM_MEMBER(conn, queue_link, node);
+        node = node->next;
+        struct pollfd p = {.fd = h2o_socket_get_fd(c->sock), .events = POLLRDHUP};
+        if (!c->writing && poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLERR)))
+            conn_close(c);
+    }
+}
+
+/* Socket work happens inside h2o_evloop_run, in callbacks, never between two runs: a
+ * write that completes at once leaves its callback pending, and h2o runs pending callbacks
+ * only before it polls again. So the queues are served from two timers the loop arms after
+ * each iteration: one due at once while the ready queue holds connections, one due after
+ * WAITING_CHECK_MS while connections wait for buffers-max. */
+
+/* Serves the connections of queue in order while the turn's budget lasts; the ones not
+ * reached keep their place. */
+static void serve_queue(worker *w, h2o_linklist_t *queue)
+{
+    h2o_linklist_t list;
+    h2o_linklist_init_anchor(&list);
+    h2o_linklist_insert_list(&list, queue);
+    while (!h2o_linklist_is_empty(&list) && !turns_over(&w->turns))
+        conn_process(H2O_STRUCT_FROM_MEMBER(conn, queue_link, list.next));
+    h2o_linklist_insert_list(queue->next, &list);
+}
+
+/* One pass: a turn of its own for the ready queue, the connections the last budget stopped
+ * first. HTTP requests share the turn. */
+static void on_pass(h2o_timeout_entry_t *entry)
+{
+    worker *w = H2O_STRUCT_FROM_MEMBER(worker, pass_entry, entry);
+    turns_next(&w->turns);
+    serve_queue(w, &w->ready_first);
+    serve_queue(w, &w->ready);
+    http_loop_run_ready(w->http);
+}
+
+/* The connections held back by buffers-max are looked at again (those still over it wait
+ * again), after the ones whose peer hung up are closed. */
+static void on_waiting_check(h2o_timeout_entry_t *entry)
+{
+    worker *w = H2O_STRUCT_FROM_MEMBER(worker, waiting_entry, entry);
+    uint64_t now = h2o_now(w->loop);
+    bool hangups = now - w->hangup_checked_ms >= HANGUP_CHECK_MS;
+    if (hangups) {
+        w->hangup_checked_ms = now;
+        close_hung_up(w);
+    }
+    h2o_linklist_t list;
+    h2o_linklist_init_anchor(&list);
+    h2o_linklist_insert_list(&list, &w->waiting);
+    while (!h2o_linklist_is_empty(&list))
+        conn_process(H2O_STRUCT_FROM_MEMBER(conn, queue_link, list.next));
+    http_loop_run_waiting(w->http, hangups);
+}
+
+/* After each iteration of the loop. */
+static void worker_arm_queues(worker *w)
+{
+    turns_next(&w->turns);
+    buffers_note_conns(conns_total());
+    if ((!h2o_linklist_is_empty(&w->ready_first) || !h2o_linklist_is_empty(&w->ready) ||
+         http_loop_has_ready(w->http)) &&
+        !h2o_timeout_is_linked(&w->pass_entry))
+        h2o_timeout_link(w->loop, &w->pass_timeout, &w->pass_entry);
+    if ((!h2o_linklist_is_empty(&w->waiting) || http_loop_has_waiting(w->http)) &&
+        !h2o_timeout_is_linked(&w->waiting_entry))
+        h2o_timeout_link(w->loop, &w->waiting_timeout, &w->waiting_entry);
 }
 
 /* A wake-up only makes the loop finish its iteration, and so report a quiescent state. */
@@ -1145,6 +1341,7 @@ static void *worker_main(void *arg)
     log_buffer_thread(true);
     for (;;) {
         h2o_evloop_run(w->loop, LOOP_MAX_WAIT_MS);
+        worker_arm_queues(w);
         /* The iteration's log lines go out together, in one write. */
         log_flush();
         rcu_quiescent_state();
@@ -1193,7 +1390,14 @@ static int worker_init(worker *w, const listen_fd *lfds, size_t n)
     h2o_timeout_init(w->loop, &w->idle_timeout, (uint64_t)g_conf->idle_timeout_ms);
     h2o_timeout_init(w->loop, &w->message_timeout, (uint64_t)g_conf->message_timeout_ms);
     h2o_timeout_init(w->loop, &w->accept_pause, ACCEPT_PAUSE_MS);
+    h2o_timeout_init(w->loop, &w->pass_timeout, 0);
+    h2o_timeout_init(w->loop, &w->waiting_timeout, WAITING_CHECK_MS);
+    w->pass_entry.cb = on_pass;
+    w->waiting_entry.cb = on_waiting_check;
     h2o_linklist_init_anchor(&w->conns);
+    h2o_linklist_init_anchor(&w->ready_first);
+    h2o_linklist_init_anchor(&w->ready);
+    h2o_linklist_init_anchor(&w->waiting);
     if (metrics_thread_init() < 0)
         return -ENOMEM;
     w->listeners = calloc(n, sizeof(*w->listeners));
@@ -1201,7 +1405,7 @@ static int worker_init(worker *w, const listen_fd *lfds, size_t n)
         return -ENOMEM;
     for (size_t i = 0; i < n; i++)
         if (lfds[i].kind == SOCK_HTTP && !w->http) {
-            w->http = http_loop_new(w->loop, &w->load);
+            w->http = http_loop_new(w->loop, &w->load, &w->turns);
             if (!w->http)
                 return -ENOMEM;
         }
@@ -1232,6 +1436,7 @@ int server_start(const conf *c, const listen_fd *lfds, size_t n)
     g_lfds = lfds;
     g_n_lfds = n;
     g_self_uid = geteuid();
+    buffers_init(c->buffers_max);
     /* Every connection is a descriptor; keep some back (FD_RESERVE) for the rest. */
     struct rlimit rl;
     uint64_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
@@ -1292,6 +1497,12 @@ static void worker_teardown(worker *w)
     h2o_timeout_dispose(w->loop, &w->idle_timeout);
     h2o_timeout_dispose(w->loop, &w->message_timeout);
     h2o_timeout_dispose(w->loop, &w->accept_pause);
+    if (h2o_timeout_is_linked(&w->pass_entry))
+        h2o_timeout_unlink(&w->pass_entry);
+    if (h2o_timeout_is_linked(&w->waiting_entry))
+        h2o_timeout_unlink(&w->waiting_entry);
+    h2o_timeout_dispose(w->loop, &w->pass_timeout);
+    h2o_timeout_dispose(w->loop, &w->waiting_timeout);
     free(w->listeners);
     h2o_evloop_destroy(w->loop);
 }

@@ -66,6 +66,8 @@ static int set_max_failures(conf *c, const char *key, const char *value, char **
 static int set_idle_timeout(conf *c, const char *key, const char *value, char **reterr);
 static int set_message_timeout(conf *c, const char *key, const char *value, char **reterr);
 static int set_max_conns_per_uid(conf *c, const char *key, const char *value, char **reterr);
+static int set_connection_buffer_max(conf *c, const char *key, const char *value, char **reterr);
+static int set_buffers_max(conf *c, const char *key, const char *value, char **reterr);
 static int set_threads(conf *c, const char *key, const char *value, char **reterr);
 
 static const conf_key_info keys[] = {
@@ -86,7 +88,8 @@ static const conf_key_info keys[] = {
     {"admin-groups", "none", NULL, "groups (names or gids) allowed to call the admin interface"},
     {"log-format", "auto", NULL, "auto, json or journal"},
     {"log-level", "info", NULL, "err, warning, notice, info or debug"},
-    {"log-verify", "all", NULL, "which verifications are logged: all, failures or none"},
+    {"log-verify", "auto: summary to the journal, all to stderr", NULL,
+     "which verifications are logged: all, failures, summary (counts per key and peer) or none"},
     {"metrics-url", "off", "PROTOCOL + DEST_HOST + DEST_PORT",
      "where metrics are pushed: udp://HOST:PORT or http(s)://..."},
     {"metrics-secret", "none", "SECRET", "bearer token for pushing metrics over HTTP(S)"},
@@ -99,6 +102,10 @@ static const conf_key_info keys[] = {
      "a Varlink message not complete this long after its first byte closes the connection"},
     {"max-connections-per-uid", "256", NULL,
      "connections one uid may hold on the verify socket (root and the daemon's user: any)"},
+    {"connection-buffer-max", "1MiB", NULL,
+     "a connection whose unsent replies and unread calls reach this is not read until they drain"},
+    {"buffers-max", "256MiB", NULL,
+     "all connections' buffers together; at it, the connections holding the most wait"},
     {"threads", "number of CPUs", NULL, "worker threads, 1 to 256"},
 };
 
@@ -127,6 +134,8 @@ static const conf_setter setters[] = {
     set_idle_timeout,
     set_message_timeout,
     set_max_conns_per_uid,
+    set_connection_buffer_max,
+    set_buffers_max,
     set_threads,
 };
 
@@ -551,8 +560,10 @@ static const name_value log_levels[] = {
 };
 
 static const name_value log_verifies[] = {
+    {"auto", CONF_LOG_VERIFY_AUTO},
     {"all", CONF_LOG_VERIFY_ALL},
     {"failures", CONF_LOG_VERIFY_FAILURES},
+    {"summary", CONF_LOG_VERIFY_SUMMARY},
     {"none", CONF_LOG_VERIFY_NONE},
 };
 
@@ -602,7 +613,7 @@ static int set_log_verify(conf *c, const char *key, const char *value, char **re
     int v;
 
     if (!LOOKUP_NAME(log_verifies, value, &v))
-        return fail(reterr, key, "'%s' is not all, failures or none", value);
+        return fail(reterr, key, "'%s' is not all, failures, summary, none or auto", value);
     c->log_verify = (conf_log_verify)v;
     return 0;
 }
@@ -672,7 +683,7 @@ static int set_max_failures(conf *c, const char *key, const char *value, char **
 
 static int set_max_conns_per_uid(conf *c, const char *key, const char *value, char **reterr)
 {
-    int64_t v;
+    int64_t v = 0;
     int r = parse_whole(key, value, 1 << 20, &v, reterr);
     if (r < 0)
         return r;
@@ -680,6 +691,51 @@ static int set_max_conns_per_uid(conf *c, const char *key, const char *value, ch
         return fail(reterr, key, "must be at least 1");
     c->max_connections_per_uid = (unsigned)v;
     return 0;
+}
+
+/* A size in bytes: whole digits with an optional unit B, KiB, MiB or GiB, from min to max. */
+static int parse_size(const char *key, const char *value, uint64_t min, uint64_t max,
+                      uint64_t *ret, char **reterr)
+{
+    static const struct {
+        const char *unit;
+        unsigned shift;
+    } units[] = {{"", 0}, {"B", 0}, {"KiB", 10}, {"MiB", 20}, {"GiB", 30}};
+    size_t digits = strspn(value, "0123456789");
+    uint64_t v = 0;
+    size_t u;
+
+    for (u = 0; u < ELEMENTSOF(units); u++)
+        if (strcmp(value + digits, units[u].unit) == 0)
+            break;
+    if (digits == 0 || digits > 12 || u == ELEMENTSOF(units))
+        return fail(reterr, key, "'%s' is not a size (a whole number with B, KiB, MiB or GiB)",
+                    value);
+    for (size_t i = 0; i < digits; i++)
+        v = v * 10 + (uint64_t)(value[i] - '0');
+    if (v > max >> units[u].shift || v << units[u].shift > max)
+        return fail(reterr, key, "'%s' is too large (at most %" PRIu64 " MiB)", value, max >> 20);
+    v <<= units[u].shift;
+    if (v < min)
+        return fail(reterr, key, "'%s' is too small (at least %" PRIu64 " KiB)", value, min >> 10);
+    *ret = v;
+    return 0;
+}
+
+/* A connection's buffers must hold the largest message and its reply. */
+#define CONNECTION_BUFFER_MIN (UINT64_C(128) << 10)
+#define BUFFERS_MAX_MAX (UINT64_C(1) << 40)
+
+static int set_connection_buffer_max(conf *c, const char *key, const char *value, char **reterr)
+{
+    return parse_size(key, value, CONNECTION_BUFFER_MIN, UINT64_C(1) << 30,
+                      &c->connection_buffer_max, reterr);
+}
+
+static int set_buffers_max(conf *c, const char *key, const char *value, char **reterr)
+{
+    return parse_size(key, value, CONNECTION_BUFFER_MIN, BUFFERS_MAX_MAX, &c->buffers_max,
+                      reterr);
 }
 
 static int set_threads(conf *c, const char *key, const char *value, char **reterr)
@@ -703,12 +759,14 @@ int conf_init(conf *c)
         .poll_interval_ms = 10000,
         .log_format = CONF_LOG_AUTO,
         .log_level = LOG_INFO,
-        .log_verify = CONF_LOG_VERIFY_ALL,
+        .log_verify = CONF_LOG_VERIFY_AUTO,
         .metrics_interval_ms = 10000,
         .max_failures_per_minute = 600,
         .idle_timeout_ms = 60000,
         .message_timeout_ms = 10000,
         .max_connections_per_uid = 256,
+        .connection_buffer_max = UINT64_C(1) << 20,
+        .buffers_max = UINT64_C(256) << 20,
         .threads = 0,
     };
     c->store = strdup("file:///var/lib/heare-auth/keys.json");
@@ -980,6 +1038,18 @@ static int dump_duration(FILE *f, int64_t ms)
     return fprintf(f, "%" PRId64 "s", ms / 1000);
 }
 
+/* In the largest unit that divides it, as parse_size() reads it. */
+static void dump_size(FILE *f, uint64_t v)
+{
+    static const char *const units[] = {"B", "KiB", "MiB", "GiB"};
+    size_t u = 0;
+    while (u + 1 < ELEMENTSOF(units) && v != 0 && v % 1024 == 0) {
+        v /= 1024;
+        u++;
+    }
+    fprintf(f, "%" PRIu64 "%s", v, units[u]);
+}
+
 static void dump_ids(FILE *f, const uint32_t *ids, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -1037,8 +1107,21 @@ static void dump_value(FILE *f, const conf *c, size_t i)
         dump_duration(f, c->message_timeout_ms);
     else if (strcmp(k, "max-connections-per-uid") == 0)
         fprintf(f, "%u", c->max_connections_per_uid);
+    else if (strcmp(k, "connection-buffer-max") == 0)
+        dump_size(f, c->connection_buffer_max);
+    else if (strcmp(k, "buffers-max") == 0)
+        dump_size(f, c->buffers_max);
     else if (strcmp(k, "threads") == 0)
         fprintf(f, "%u", c->threads);
+}
+
+int conf_check(const conf *c, char **reterr)
+{
+    if (c->buffers_max < c->connection_buffer_max)
+        return fail(reterr, "buffers-max",
+                    "%" PRIu64 " bytes is less than connection-buffer-max (%" PRIu64 ")",
+                    c->buffers_max, c->connection_buffer_max);
+    return 0;
 }
 
 char *conf_dump(const conf *c)

@@ -17,8 +17,10 @@ typedef enum conf_log_format {
 } conf_log_format;
 
 typedef enum conf_log_verify {
+    CONF_LOG_VERIFY_AUTO, /* summary when logging to the journal, else all */
     CONF_LOG_VERIFY_ALL,
     CONF_LOG_VERIFY_FAILURES,
+    CONF_LOG_VERIFY_SUMMARY,
     CONF_LOG_VERIFY_NONE,
 } conf_log_verify;
 
@@ -48,6 +50,8 @@ typedef struct conf {
     int64_t idle_timeout_ms;
     int64_t message_timeout_ms; /* a Varlink message's first byte to its last */
     unsigned max_connections_per_uid; /* on the verify socket; uid 0 and ours are exempt */
+    uint64_t connection_buffer_max; /* bytes: one connection's unsent replies and unread calls */
+    uint64_t buffers_max;           /* bytes: every connection's buffers together */
     unsigned threads;     /* 0 until set: the number of CPUs */
 } conf;
 
@@ -86,6 +90,10 @@ int conf_load_env(conf *c, char **reterr);
  * part of metrics-url after "udp://") into a host without brackets and a port, both owned
  * by the caller. Returns 0, -EINVAL without a port, -ENOMEM. */
 int conf_split_host_port(const char *spec, char **ret_host, char **ret_port);
+
+/* Checks the rules between keys (buffers-max holds at least one connection-buffer-max), once
+ * every source is applied. Errors: -EINVAL, *reterr = "key: reason". */
+int conf_check(const conf *c, char **reterr);
 
 /* Writes "key = value" lines for the effective configuration, secrets shown as "(set)".
  * Returns a malloc'd string or NULL on OOM. */

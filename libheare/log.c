@@ -264,7 +264,7 @@ void log_buffer_thread(bool on)
 
 /* The line's string members, in the order they are written after "event". */
 enum { M_MESSAGE, M_KEY_ID, M_KEY_NAME, M_KEY_PREFIX, M_USER_AGENT, M_CODE, M_PEER_UNIT,
-       M_PEER_ADDR, M_CHANGED, M_COUNT };
+       M_PEER_ADDR, M_CHANGED, M_COUNTS, M_COUNT };
 
 /* Everything in a line but the strings' contents: names, punctuation, two numbers, the
  * timestamp and the level (a generous bound). */
@@ -289,6 +289,7 @@ static void emit_json(int priority, const log_fields *f, const char *message)
     v[M_PEER_UNIT] = f->peer_unit;
     v[M_PEER_ADDR] = f->peer_addr;
     v[M_CHANGED] = f->changed;
+    v[M_COUNTS] = f->counts;
     /* One reservation for the worst case (every byte escaped as \u00XX), then plain
      * copies: a verification line is built without a check per member. */
     for (size_t i = 0; i < M_COUNT; i++) {
@@ -321,6 +322,12 @@ static void emit_json(int priority, const log_fields *f, const char *message)
     MEMBER(M_PEER_ADDR, "peer_addr");
     MEMBER(M_CHANGED, "changed");
 #undef MEMBER
+    if (v[M_COUNTS]) {
+        /* Already JSON (an object the daemon rendered): written as it is. */
+        p = PUT_LIT(p, ",\"counts\":");
+        memcpy(p, v[M_COUNTS], len[M_COUNTS]);
+        p += len[M_COUNTS];
+    }
     p = put_timestamp(PUT_LIT(p, ",\"timestamp\":\""), f->time_ns);
     p = PUT_LIT(p, "\",\"level\":\"");
     const char *level = level_name(priority);
@@ -390,6 +397,7 @@ static int emit_journal(int priority, const log_fields *f, const char *message)
         add_field(iov, bufs, &n, "HEARE_PEER_UNIT", f->peer_unit);
         add_field(iov, bufs, &n, "HEARE_PEER_ADDR", f->peer_addr);
         add_field(iov, bufs, &n, "HEARE_CHANGED", f->changed);
+        add_field(iov, bufs, &n, "HEARE_COUNTS", f->counts);
     }
     r = sd_journal_sendv(iov, (int)n);
     for (size_t i = 0; i < n; i++)

@@ -27,6 +27,7 @@ typedef struct log_fields {
     const char *peer_unit;  /* HEARE_PEER_UNIT / "peer_unit" */
     const char *peer_addr;  /* HTTP peer address: HEARE_PEER_ADDR / "peer_addr" */
     const char *changed;    /* audit: comma-separated changed fields / "changed" */
+    const char *counts;     /* a JSON object of counts by code: HEARE_COUNTS / "counts" */
     int64_t time_ns;        /* the event's wall-clock time (ns since the epoch), 0: now */
 } log_fields;
 

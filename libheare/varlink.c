@@ -93,7 +93,7 @@ static int optional_bool(const json_t *message, const char *name, bool *ret)
 int varlink_call_parse(const char *msg, size_t len, varlink_call *ret, const char **reterr_reason)
 {
     json_error_t error;
-    bool oneway, more;
+    bool oneway, more, upgrade;
 
     /* JSON_DECODE_ANY so a bare scalar is reported as "not a JSON object" rather than as
      * a syntax error; the trailing-garbage check of json_loadb stays on. */
@@ -142,7 +142,8 @@ int varlink_call_parse(const char *msg, size_t len, varlink_call *ret, const cha
     }
 
     json_t *parameters = json_object_get(message, "parameters");
-    if (!parameters) {
+    /* The reference implementations send null for a call without parameters. */
+    if (!parameters || json_is_null(parameters)) {
         /* Stored inside message so the call owns it like a sent one. */
         parameters = json_object();
         if (!parameters || json_object_set_new(message, "parameters", parameters) < 0) {
@@ -166,12 +167,19 @@ int varlink_call_parse(const char *msg, size_t len, varlink_call *ret, const cha
         *reterr_reason = "oneway and more both set";
         return -EPROTO;
     }
+    /* Read so that a bad value is refused like oneway's; a request for an upgrade is the
+     * caller's to refuse (no method takes one), on a connection that stays open. */
+    if (optional_bool(message, "upgrade", &upgrade) < 0) {
+        *reterr_reason = "upgrade is not a boolean";
+        return -EPROTO;
+    }
 
     *ret = (varlink_call){
         .method = json_string_value(method),
         .method_len = method_len,
         .parameters = parameters,
-        .flags = (oneway ? VARLINK_CALL_ONEWAY : 0u) | (more ? VARLINK_CALL_MORE : 0u),
+        .flags = (oneway ? VARLINK_CALL_ONEWAY : 0u) | (more ? VARLINK_CALL_MORE : 0u) |
+                 (upgrade ? VARLINK_CALL_UPGRADE : 0u),
         .lenient = lenient,
         .unfit = unfit,
     };
@@ -220,8 +228,9 @@ static bool scan_finish(varlink_simple_call *ret, size_t n_closes)
     return true;
 }
 
-/* The call as most clients write it (compact JSON, "method" first, as jansson and
- * sd-varlink do): {"method":"M"} or {"method":"M","parameters":{"N":"V",…}}. The member
+/* The call as most clients write it (compact JSON, "method" first, as jansson, sd-varlink
+ * and the reference Go implementation do): {"method":"M"}, {"method":"M","parameters":null}
+ * or {"method":"M","parameters":{"N":"V",…}}. The member
  * names and punctuation are compared as literals rather than read token by token.
  * Returns 1 as varlink_call_scan_simple() does, or -1 for anything else (msg untouched),
  * which the general scanner then reads. */
@@ -237,7 +246,9 @@ static int scan_compact(char *msg, size_t len, varlink_simple_call *ret)
         return -1;
     ret->method_len = (size_t)(p - ret->method);
     ret->nuls[n_closes++] = p++;
-    if (SKIP(&p, end, ",\"parameters\":{") && !SKIP(&p, end, "}")) {
+    if (SKIP(&p, end, ",\"parameters\":null")) {
+        /* none, as "parameters":{} */
+    } else if (SKIP(&p, end, ",\"parameters\":{") && !SKIP(&p, end, "}")) {
         do {
             varlink_simple_param *prm = &ret->params[n];
             if (n == VARLINK_SIMPLE_MAX_PARAMS || !SKIP(&p, end, "\""))
@@ -301,6 +312,9 @@ int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret)
             ret->nuls[n_closes++] = value + value_len;
         } else if (JSON_SAME_NAME(name, name_len, "parameters") && !have_params) {
             have_params = true;
+            json_scan_space(&s);
+            if (SKIP(&s.p, s.end, "null"))
+                continue; /* none; what follows must be ',' or '}' */
             int n = json_scan_flat_object(&s, params, VARLINK_SIMPLE_MAX_PARAMS);
             if (n < 0)
                 return 0;

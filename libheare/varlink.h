@@ -29,12 +29,13 @@ char varlink_terminator(varlink_framing framing);
 
 #define VARLINK_CALL_ONEWAY 0x1u
 #define VARLINK_CALL_MORE 0x2u
+#define VARLINK_CALL_UPGRADE 0x4u /* asked for; the daemon refuses it (InvalidParameter) */
 
 typedef struct varlink_call {
     json_t *message;         /* owns the whole parsed message */
     const char *method;      /* "io.heare.Auth.Verify", borrowed from message */
     size_t method_len;       /* longer than strlen(method) if the name holds a NUL */
-    const json_t *parameters; /* object; an empty one if absent (borrowed) */
+    const json_t *parameters; /* object; an empty one if absent or null (borrowed) */
     unsigned flags;           /* VARLINK_CALL_* */
     /* Read by json-lenient because jansson refused it: strings may hold NULs and values
      * may be json-lenient's marker (unfit, borrowed from message; NULL if none). */
@@ -43,8 +44,9 @@ typedef struct varlink_call {
 } varlink_call;
 
 /* Parses one message as a call: a JSON object with a string "method" (a qualified name
- * "iface.Method"), optional object "parameters", optional bool "oneway"/"more"; "more"
- * and "oneway" together are refused; other members are ignored. Valid JSON that jansson
+ * "iface.Method"), optional object "parameters" (null or absent: an empty object),
+ * optional bool "oneway"/"more"/"upgrade"; "more" and "oneway" together are refused; other
+ * members are ignored. Valid JSON that jansson
  * refuses is read by json_lenient_load(), and a method name holding a NUL is taken as it
  * is (no such method exists: the caller answers MethodNotFound). Returns 0, or -EPROTO
  * with *reterr_reason (static string) saying what is wrong. */
@@ -58,8 +60,9 @@ void varlink_call_done(varlink_call *call);
 int varlink_split_method(const char *qualified, size_t *ret_iface_len, const char **ret_method);
 
 /* The common call, scanned without building a JSON tree (the daemon's fast path for
- * Verify): an object with a string "method" and an optional "parameters" object whose
- * members are all strings. Strings point into the message, NUL-terminated in place. */
+ * Verify): an object with a string "method" and an optional "parameters", null or an
+ * object whose members are all strings. Strings point into the message, NUL-terminated in
+ * place. */
 #define VARLINK_SIMPLE_MAX_PARAMS 4
 
 typedef struct varlink_simple_param {
@@ -78,9 +81,10 @@ typedef struct varlink_simple_call {
 } varlink_simple_call;
 
 /* Returns 1 and fills *ret if msg[0..len) is such a call written plainly: members "method"
- * and "parameters" only (each at most once), at most VARLINK_SIMPLE_MAX_PARAMS distinct
- * parameters, strings of printable ASCII without escapes, nothing after the object.
- * Only then is msg changed: the closing quote of each string becomes a NUL. Returns 0,
+ * and "parameters" only (each at most once; null parameters are none), at most
+ * VARLINK_SIMPLE_MAX_PARAMS distinct parameters, strings of printable ASCII without
+ * escapes, nothing after the object. Only then is msg changed: the closing quote of each
+ * string becomes a NUL. Returns 0,
  * leaving msg untouched (and *ret with nothing to undo), for anything else, which
  * varlink_call_parse then judges. */
 int varlink_call_scan_simple(char *msg, size_t len, varlink_simple_call *ret);

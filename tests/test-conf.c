@@ -53,6 +53,8 @@ static void test_keys_table(void)
         "idle-timeout",
         "message-timeout",
         "max-connections-per-uid",
+        "connection-buffer-max",
+        "buffers-max",
         "threads",
     };
     size_t n;
@@ -87,7 +89,7 @@ static void test_defaults(void)
     CHECK_INT(c.n_admin_gids, 0);
     CHECK_INT(c.log_format, CONF_LOG_AUTO);
     CHECK_INT(c.log_level, LOG_INFO);
-    CHECK_INT(c.log_verify, CONF_LOG_VERIFY_ALL);
+    CHECK_INT(c.log_verify, CONF_LOG_VERIFY_AUTO);
     CHECK(c.metrics_url == NULL);
     CHECK(c.metrics_secret == NULL);
     CHECK_STR(c.metrics_prefix, "heare-auth");
@@ -163,6 +165,10 @@ static void test_good_values(void)
     CHECK_INT(c.log_format, CONF_LOG_JSON);
     SET_OK("log-verify", "failures");
     CHECK_INT(c.log_verify, CONF_LOG_VERIFY_FAILURES);
+    SET_OK("log-verify", "summary");
+    CHECK_INT(c.log_verify, CONF_LOG_VERIFY_SUMMARY);
+    SET_OK("log-verify", "auto");
+    CHECK_INT(c.log_verify, CONF_LOG_VERIFY_AUTO);
     SET_OK("log-verify", "none");
     CHECK_INT(c.log_verify, CONF_LOG_VERIFY_NONE);
     SET_OK("threads", "1");
@@ -189,6 +195,14 @@ static void test_good_values(void)
     CHECK_INT(c.max_failures_per_minute, 0);
     SET_OK("max-connections-per-uid", "1048576");
     CHECK_INT(c.max_connections_per_uid, 1048576);
+    SET_OK("connection-buffer-max", "256KiB");
+    CHECK_INT(c.connection_buffer_max, 256 * 1024);
+    SET_OK("connection-buffer-max", "2097152");
+    CHECK_INT(c.connection_buffer_max, 2 * 1024 * 1024);
+    SET_OK("buffers-max", "1GiB");
+    CHECK_INT(c.buffers_max, UINT64_C(1) << 30);
+    SET_OK("buffers-max", "300MiB");
+    CHECK_INT(c.buffers_max, UINT64_C(300) << 20);
     SET_OK("http-listen", "127.0.0.1:8080");
     CHECK_STR(c.http_listen, "127.0.0.1:8080");
     SET_OK("http-listen", "localhost:80");
@@ -278,7 +292,8 @@ static void test_bad_values(void)
         {"log-format", "text", -EINVAL, "log-format: 'text' is not auto, json or journal"},
         {"log-level", "verbose", -EINVAL, "log-level: 'verbose' is not err, warning"},
         {"log-level", "INFO", -EINVAL, "log-level: 'INFO' is not"},
-        {"log-verify", "some", -EINVAL, "log-verify: 'some' is not all, failures or none"},
+        {"log-verify", "some", -EINVAL,
+         "log-verify: 'some' is not all, failures, summary, none or auto"},
         {"metrics-url", "statsd:8125", -EINVAL, "metrics-url: 'statsd:8125' is not udp://"},
         {"metrics-url", "udp://statsd", -EINVAL, "is not udp://HOST:PORT"},
         {"metrics-url", "udp://statsd:notaport", -EINVAL, "is not udp://HOST:PORT"},
@@ -293,6 +308,14 @@ static void test_bad_values(void)
         {"max-connections-per-uid", "0", -EINVAL, "max-connections-per-uid: must be at least 1"},
         {"max-connections-per-uid", "2097152", -EINVAL, "is too large (at most 1048576)"},
         {"max-connections-per-uid", "1k", -EINVAL, "'1k' is not a whole number"},
+        {"connection-buffer-max", "64KiB", -EINVAL, "'64KiB' is too small (at least 128 KiB)"},
+        {"connection-buffer-max", "2GiB", -EINVAL, "'2GiB' is too large (at most 1024 MiB)"},
+        {"connection-buffer-max", "1MB", -EINVAL, "'1MB' is not a size"},
+        {"connection-buffer-max", "MiB", -EINVAL, "'MiB' is not a size"},
+        {"connection-buffer-max", "-1MiB", -EINVAL, "'-1MiB' is not a size"},
+        {"buffers-max", "99999999999999", -EINVAL, "is not a size"},
+        {"buffers-max", "2000GiB", -EINVAL, "'2000GiB' is too large (at most 1048576 MiB)"},
+        {"buffers-max", "1 MiB", -EINVAL, "'1 MiB' is not a size"},
         {"threads", "0", -EINVAL, "threads: '0' is not a number from 1 to 256"},
         {"threads", "257", -EINVAL, "threads: '257' is not a number from 1 to 256"},
         {"threads", "-1", -EINVAL, "is not a number from 1 to 256"},
@@ -603,9 +626,11 @@ static void test_dump(void)
     CHECK(check_contains(dump, "poll-interval = 10s\n"));
     CHECK(check_contains(dump, "idle-timeout = 60s\n"));
     CHECK(check_contains(dump, "message-timeout = 10s\n"));
+    CHECK(check_contains(dump, "connection-buffer-max = 1MiB\n"));
+    CHECK(check_contains(dump, "buffers-max = 256MiB\n"));
     CHECK(check_contains(dump, "log-level = info\n"));
     CHECK(check_contains(dump, "log-format = auto\n"));
-    CHECK(check_contains(dump, "log-verify = all\n"));
+    CHECK(check_contains(dump, "log-verify = auto\n"));
     CHECK(check_contains(dump, "admin-users =\n"));
     CHECK(check_contains(dump, "s3-addressing = virtual\n"));
     CHECK(check_contains(dump, "http-listen =\n"));
@@ -645,6 +670,24 @@ static void test_dump(void)
     CHECK(check_contains(dump, "threads = 3\n"));
 }
 
+/* Rules between keys are checked once every source is applied, not key by key. */
+static void test_check(void)
+{
+    conf c;
+    char *err = NULL;
+
+    CHECK_INT(conf_init(&c), 0);
+    CHECK_INT(conf_check(&c, &err), 0);
+    CHECK_INT(conf_set(&c, "buffers-max", "512KiB", &err), 0);
+    CHECK_INT(conf_check(&c, &err), -EINVAL);
+    CHECK(err && strstr(err, "buffers-max:") && strstr(err, "less than connection-buffer-max"));
+    free(err);
+    err = NULL;
+    CHECK_INT(conf_set(&c, "connection-buffer-max", "512KiB", &err), 0);
+    CHECK_INT(conf_check(&c, &err), 0);
+    conf_done(&c);
+}
+
 static void test_split_host_port(void)
 {
     static const struct {
@@ -678,6 +721,7 @@ int main(void)
     test_file_bad();
     test_env();
     test_dump();
+    test_check();
     rmdir(tmpdir);
     return 0;
 }

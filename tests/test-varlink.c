@@ -254,13 +254,17 @@ static const struct bad_call bad_calls[] = {
     {"{\"method\":\".Verify\"}", 0, "method is not a qualified name"},
     {"{\"method\":\"io.heare.Auth.\"}", 0, "method is not a qualified name"},
     {"{\"method\":\"a.B\",\"parameters\":[]}", 0, "parameters is not an object"},
-    {"{\"method\":\"a.B\",\"parameters\":null}", 0, "parameters is not an object"},
     {"{\"method\":\"a.B\",\"parameters\":\"x\"}", 0, "parameters is not an object"},
     {"{\"method\":\"a.B\",\"oneway\":1}", 0, "oneway is not a boolean"},
     {"{\"method\":\"a.B\",\"oneway\":null}", 0, "oneway is not a boolean"},
     {"{\"method\":\"a.B\",\"more\":\"true\"}", 0, "more is not a boolean"},
     {"{\"method\":\"a.B\",\"more\":0}", 0, "more is not a boolean"},
     {"{\"method\":\"a.B\",\"oneway\":true,\"more\":true}", 0, "oneway and more both set"},
+    {"{\"method\":\"a.B\",\"upgrade\":1}", 0, "upgrade is not a boolean"},
+    {"{\"method\":\"a.B\",\"upgrade\":null}", 0, "upgrade is not a boolean"},
+    {"{\"method\":\"a.B\",\"upgrade\":\"true\"}", 0, "upgrade is not a boolean"},
+    {"{\"method\":\"a.B\",\"parameters\":false}", 0, "parameters is not an object"},
+    {"{\"method\":\"a.B\",\"parameters\":null,\"parameters\":{}}", 0, "duplicate member name"},
     /* what jansson refuses but is no JSON either stays "not JSON" */
     {"{\"method\":\"a.B\",\"x\":\"\\u0000\\x\"}", 0, "not JSON"},
     {"{\"method\":\"a.B\",\"x\":1e999999,}", 0, "not JSON"},
@@ -393,6 +397,17 @@ static void test_scan_simple(void)
     char empty[] = "{\"method\":\"a.B\",\"parameters\":{}}";
     CHECK_INT(varlink_call_scan_simple(empty, strlen(empty), &sc), 1);
     CHECK_INT(sc.n_params, 0);
+    /* null parameters are none (the reference Go implementation sends them) */
+    char null[] = "{\"method\":\"a.B\",\"parameters\":null}";
+    CHECK_INT(varlink_call_scan_simple(null, strlen(null), &sc), 1);
+    CHECK_INT(sc.n_params, 0);
+    CHECK_INT(sc.n_nuls, 1);
+    varlink_simple_call_undo(&sc);
+    CHECK_STR(null, "{\"method\":\"a.B\",\"parameters\":null}");
+    char null_spaced[] = "{ \"parameters\" : null , \"method\" : \"a.B\" }";
+    CHECK_INT(varlink_call_scan_simple(null_spaced, strlen(null_spaced), &sc), 1);
+    CHECK_INT(sc.n_params, 0);
+    CHECK_STR(sc.method, "a.B");
 
     static const char *const refused[] = {
         "",
@@ -415,6 +430,14 @@ static void test_scan_simple(void)
         "{\"method\":\"a.B\"",
         "{\"method\":\"a.B",
         "{\"parameters\":{}}",                                         /* no method */
+        "{\"method\":\"a.B\",\"parameters\":nul}",                     /* not null */
+        "{\"method\":\"a.B\",\"parameters\":nullx}",
+        "{\"method\":\"a.B\",\"parameters\":NULL}",
+        "{\"method\":\"a.B\",\"parameters\":null,\"parameters\":{}}", /* duplicate */
+        "{\"method\":\"a.B\",\"parameters\":null,\"parameters\":null}",
+        "{\"parameters\":null,\"method\":\"a.B\",\"parameters\":null}",
+        "{\"parameters\":null}",                                       /* no method */
+        "{\"method\":\"a.B\",\"upgrade\":true}",                       /* flags */
     };
     for (size_t i = 0; i < ELEMENTSOF(refused); i++) {
         char buf[256];
@@ -423,6 +446,103 @@ static void test_scan_simple(void)
         fprintf(stderr, "refused %zu: %s\n", i, refused[i]);
         CHECK_INT(varlink_call_scan_simple(buf, len, &sc), 0);
         CHECK(memcmp(buf, refused[i], len + 1) == 0);
+    }
+}
+
+/* The fast path and the full parser agree: whatever varlink_call_scan_simple() takes,
+ * varlink_call_parse() reads as the same call (method, string parameters, no flags), and the
+ * scan leaves the message as it was once undone. Returns the scanner's answer. */
+static int check_scan_agrees_with_parse(const char *msg, size_t len)
+{
+    char buf[512];
+    varlink_simple_call sc;
+    varlink_call call;
+    const char *reason = NULL;
+
+    CHECK(len <= sizeof(buf));
+    memcpy(buf, msg, len);
+    int r = varlink_call_scan_simple(buf, len, &sc);
+    if (r != 1) {
+        CHECK(memcmp(buf, msg, len) == 0);
+        return r;
+    }
+    if (varlink_call_parse(msg, len, &call, &reason) != 0)
+        fprintf(stderr, "scanned, but the full parser says %s: %.*s\n", reason, (int)len, msg);
+    CHECK_INT(varlink_call_parse(msg, len, &call, &reason), 0);
+    CHECK_INT(call.flags, 0);
+    CHECK(!call.lenient);
+    CHECK_INT(call.method_len, sc.method_len);
+    CHECK(memcmp(call.method, sc.method, sc.method_len) == 0);
+    CHECK_INT(json_object_size(call.parameters), sc.n_params);
+    for (size_t i = 0; i < sc.n_params; i++) {
+        const json_t *v = json_object_get(call.parameters, sc.params[i].name);
+        CHECK(json_is_string(v));
+        CHECK_INT(json_string_length(v), sc.params[i].value_len);
+        CHECK(memcmp(json_string_value(v), sc.params[i].value, sc.params[i].value_len) == 0);
+    }
+    varlink_call_done(&call);
+    varlink_simple_call_undo(&sc);
+    CHECK(memcmp(buf, msg, len) == 0);
+    return r;
+}
+
+/* The call grammar of Varlink: "parameters" null or absent is an empty object, unknown
+ * members are ignored wherever they are and whatever they hold, the flags are read, and
+ * "upgrade" is reported for the caller to refuse. The fast path takes the plain ones. */
+static void test_call_conformance(void)
+{
+    static const struct {
+        const char *msg;
+        const char *method;
+        unsigned flags;
+        size_t n_params;
+        int scanned; /* what varlink_call_scan_simple() answers */
+    } cases[] = {
+        {"{\"method\":\"a.B\",\"parameters\":null}", "a.B", 0, 0, 1},
+        {"{\"method\":\"a.B\"}", "a.B", 0, 0, 1},
+        {"{\"method\":\"a.B\",\"parameters\":{}}", "a.B", 0, 0, 1},
+        {" { \"method\" : \"a.B\" , \"parameters\" : null } ", "a.B", 0, 0, 1},
+        {"{\"parameters\":null,\"method\":\"a.B\"}", "a.B", 0, 0, 1},
+        {"{\"parameters\":\tnull\n,\"method\":\"a.B\"}\n", "a.B", 0, 0, 1},
+        {"{\"method\":\"io.heare.Auth.Verify\",\"parameters\":{\"key\":\"sec_x\"}}",
+         "io.heare.Auth.Verify", 0, 1, 1},
+        {"{\"method\":\"org.varlink.service.GetInfo\",\"parameters\":null}",
+         "org.varlink.service.GetInfo", 0, 0, 1},
+        {"{\"method\":\"a.B\",\"parameters\":null,\"oneway\":true}", "a.B", VARLINK_CALL_ONEWAY, 0,
+         0},
+        {"{\"method\":\"a.B\",\"parameters\":null,\"more\":true}", "a.B", VARLINK_CALL_MORE, 0, 0},
+        {"{\"method\":\"a.B\",\"upgrade\":true}", "a.B", VARLINK_CALL_UPGRADE, 0, 0},
+        {"{\"method\":\"a.B\",\"upgrade\":false}", "a.B", 0, 0, 0},
+        {"{\"method\":\"a.B\",\"upgrade\":true,\"oneway\":true}", "a.B",
+         VARLINK_CALL_UPGRADE | VARLINK_CALL_ONEWAY, 0, 0},
+        {"{\"method\":\"a.B\",\"upgrade\":true,\"more\":true,\"parameters\":null}", "a.B",
+         VARLINK_CALL_UPGRADE | VARLINK_CALL_MORE, 0, 0},
+        {"{\"method\":\"a.B\",\"oneway\":false,\"more\":false,\"upgrade\":false,"
+         "\"parameters\":null}",
+         "a.B", 0, 0, 0},
+        /* unknown members, vendor extensions among them */
+        {"{\"method\":\"a.B\",\"parameters\":{\"k\":\"v\"},\"org.example.vendor\":{\"trace\":"
+         "[1,{\"x\":null}]},\"x\":null,\"y\":1.5,\"z\":\"s\",\"w\":[]}",
+         "a.B", 0, 1, 0},
+        {"{\"x\":{\"method\":\"a.C\",\"parameters\":[]},\"method\":\"a.B\"}", "a.B", 0, 0, 0},
+        {"{\"method\":\"a.B\",\"continues\":true,\"error\":\"a.E\"}", "a.B", 0, 0, 0},
+        {"{\"method\":\"a.B\",\"Parameters\":[1],\"METHOD\":2}", "a.B", 0, 0, 0},
+    };
+    for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+        size_t len = strlen(cases[i].msg);
+        varlink_call call;
+        const char *reason = NULL;
+
+        fprintf(stderr, "conformance %zu: %s\n", i, cases[i].msg);
+        CHECK_INT(check_scan_agrees_with_parse(cases[i].msg, len), cases[i].scanned);
+        CHECK_INT(varlink_call_parse(cases[i].msg, len, &call, &reason), 0);
+        CHECK_STR(call.method, cases[i].method);
+        CHECK_INT(call.flags, cases[i].flags);
+        CHECK(json_is_object(call.parameters));
+        CHECK_INT(json_object_size(call.parameters), cases[i].n_params);
+        /* what the call holds is the object the handlers read, owned by the message */
+        CHECK(json_object_get(call.message, "parameters") == call.parameters);
+        varlink_call_done(&call);
     }
 }
 
@@ -461,9 +581,10 @@ static void test_scan_compact(void)
         "{\"method\":\"a.B\",\"parameters\":{\"a\":\"1\",\"b\":\"2\",\"c\":\"3\",\"d\":\"4\"}}",
         "{\"method\":\"a.B\",\"parameters\":{\"key\":\"\\u0000\"}}",
         "{\"method\":\"a.B\",\"parameters\":{\"key\":1e999999}}",
+        "{\"method\":\"org.varlink.service.GetInfo\",\"parameters\":null}",
     };
     static const char subst[] = {'"', '\\', '{', '}', ':', ',', ' ', '.', 'x', 'k', '\0',
-                                 '\t', (char)0x80};
+                                 '\t', (char)0x80, 'n', 'u', 'l'};
     char msg[300], spaced[301], a[512], b[512];
     size_t compact_taken = 0;
 
@@ -485,6 +606,7 @@ static void test_scan_compact(void)
                     memcpy(spaced + 1, msg, cut);
                     scan_summary(msg, cut, a, sizeof(a));
                     scan_summary(spaced, cut + 1, b, sizeof(b));
+                    check_scan_agrees_with_parse(msg, cut);
                     if (strcmp(a, b) != 0)
                         fprintf(stderr, "compact %s / general %s: %.*s\n", a, b, (int)cut, msg);
                     CHECK_STR(a, b);
@@ -566,6 +688,7 @@ int main(void)
     test_call_good();
     test_call_bad();
     test_call_jansson_refuses();
+    test_call_conformance();
     test_scan_simple();
     test_scan_compact();
     fprintf(stderr, "ok\n");

@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import (HEARE_AUTHD, ROOT, http_daemon_args, http_request, ok, run_cli,
-                      wait_for)
+                      v2_key, wait_for)
 
 STATSD_DIR = os.path.join(ROOT, "tests", "statsd")
 
@@ -397,7 +397,8 @@ def fake_journal():
 
 
 def test_journal_fields(make_daemon, fake_journal):
-    d = make_daemon(extra_args=["--log-format", "journal"])
+    # One entry per verification: log-verify=all, not the journal's default (summary).
+    d = make_daemon(extra_args=["--log-format", "journal", "--log-verify", "all"])
     key, secret = d.create("journaled")
     d.verify(secret, user_agent="jprobe/1")
     d.verify("sec_1" + "J" * 38)
@@ -423,6 +424,73 @@ def test_journal_fields(make_daemon, fake_journal):
     assert upd["HEARE_PEER_PID"] == str(os.getpid())
     for e in fake_journal:
         assert secret not in json.dumps(e)
+
+
+UNKNOWN_CODES = {"NOT_FOUND", "MALFORMED", "RATE_LIMITED"}
+
+
+def test_journal_default_is_a_summary_per_key_and_peer(make_daemon, fake_journal):
+    """Logging to the journal, verifications are summed (log-verify=auto): one entry per key
+    and peer an interval with the counts by code; failures also one by one, at most 10 a
+    second; audit events as ever."""
+    # A long interval: the lines are written when the daemon stops, all in one interval.
+    d = make_daemon(extra_args=["--log-format", "journal", "--metrics-interval", "1h"])
+    key, secret = d.create("summed")
+    for _ in range(5):
+        assert d.verify(secret)["code"] == "VALID"
+    assert d.verify(secret, scope="not.granted")["code"] == "FORBIDDEN"
+    for _ in range(40):
+        assert d.verify("sec_1" + "Q" * 38)["code"] in UNKNOWN_CODES
+
+    def find(event):
+        return [e for e in fake_journal if e.get("HEARE_EVENT") == event]
+
+    def summaries():
+        return [e for e in find("verification_summary") if e.get("HEARE_COUNTS")]
+
+    assert not summaries()
+    d.stop()
+    wait_for(lambda: len(summaries()) >= 2, 5, what="summary entries")
+    time.sleep(0.5)
+    assert len(summaries()) == 2, summaries()
+    by_key = {e.get("HEARE_KEY_ID"): json.loads(e["HEARE_COUNTS"]) for e in summaries()}
+    assert by_key[key["id"]] == {"VALID": 5, "FORBIDDEN": 1}, by_key
+    unknown = by_key[None]  # no key_id: the unknown keys of this peer
+    assert sum(unknown.values()) == 40 and set(unknown) <= UNKNOWN_CODES
+    for e in summaries():
+        assert e["HEARE_PEER_UID"] == str(os.getuid()) and e["PRIORITY"] == "6"
+    assert not find("verification_success")
+    # 41 failures in well under two seconds: at most 10 a second on lines of their own.
+    assert 1 <= len(find("verification_failed")) <= 20
+    assert find("key_created")
+    for e in fake_journal:
+        assert secret not in json.dumps(e)
+
+
+def test_summary_keeps_to_500_lines_an_interval(make_daemon):
+    """600 keys verified once each: 499 lines for the busiest pairs and one, key_id "*",
+    summing the rest."""
+    keys = [v2_key(f"k{i}") for i in range(600)]
+    d = make_daemon(store_doc={"version": 2, "keys": [k for k, _ in keys]},
+                    extra_args=["--log-verify", "summary", "--metrics-interval", "1h"])
+    busy_key, busy_secret = keys[0]
+    with d.connect("verify") as c:
+        for _ in range(3):
+            c.send("io.heare.Auth.Verify", {"key": busy_secret})
+            assert ok(c.recv())["code"] == "VALID"
+        for _, secret in keys[1:]:
+            c.send("io.heare.Auth.Verify", {"key": secret})
+            assert ok(c.recv())["code"] == "VALID"
+
+    d.stop()  # writes the interval's lines
+    got = d.events("verification_summary")
+    assert len(got) == 500, len(got)
+    rest = [e for e in got if e.get("key_id") == "*"]
+    assert len(rest) == 1 and rest[0]["counts"] == {"VALID": 602 - 499 - 2}, rest
+    busiest = [e for e in got if e.get("key_id") == busy_key["id"]]
+    assert busiest and busiest[0]["counts"] == {"VALID": 3}
+    assert sum(sum(e["counts"].values()) for e in got) == 602
+    assert not d.events("verification_success")
 
 
 # -- no secret anywhere ------------------------------------------------------------------------

@@ -13,6 +13,7 @@ VERIFY = "io.heare.Auth.Verify"
 HEALTH = "io.heare.Auth.GetHealth"
 CREATE = "io.heare.AuthAdmin.CreateKey"
 LIST = "io.heare.AuthAdmin.ListKeys"
+INVALID_PARAMETER = "org.varlink.service.InvalidParameter"
 
 
 def test_verify_nul_framing(daemon):
@@ -123,6 +124,98 @@ def test_oneway(daemon):
             f"first reply after a oneway call is not GetHealth's: {first}"
         keys = ok(c.call(LIST, {}))["keys"]
     assert [k["name"] for k in keys] == ["oneway-key"]
+
+
+# Every method, with the socket it is served on: "parameters" null or absent must be
+# answered exactly as {} is (the reference Varlink implementations send null for a call
+# without parameters).
+EVERY_METHOD = [
+    ("verify", VERIFY), ("verify", HEALTH),
+    ("verify", "org.varlink.service.GetInfo"),
+    ("verify", "org.varlink.service.GetInterfaceDescription"),
+    ("admin", CREATE), ("admin", LIST), ("admin", "io.heare.AuthAdmin.GetKey"),
+    ("admin", "io.heare.AuthAdmin.UpdateKey"), ("admin", "io.heare.AuthAdmin.RotateKey"),
+    ("admin", "io.heare.AuthAdmin.DeleteKey"), ("admin", "io.heare.AuthAdmin.Refresh"),
+    ("admin", "io.heare.AuthAdmin.GetMetrics"),
+]
+
+
+def answer_shape(reply):
+    """An error whole; a reply by its parameter names (values such as uptime move)."""
+    assert reply is not None
+    if "error" in reply:
+        return ("error", reply["error"], reply.get("parameters"))
+    return ("reply", sorted(reply["parameters"]), reply.get("continues"))
+
+
+@pytest.mark.parametrize("sock,method", EVERY_METHOD, ids=[m for _, m in EVERY_METHOD])
+def test_null_or_absent_parameters_are_empty(daemon, sock, method):
+    daemon.create("present")
+    with daemon.connect(sock) as c:
+        answers = []
+        for params in (',"parameters":{}', ',"parameters":null', "", ', "parameters" : null '):
+            assert c.send_raw(('{"method":"%s"%s}' % (method, params)).encode() + b"\0")
+            answers.append(answer_shape(c.recv()))
+    with daemon.connect(sock, line=True) as c:
+        assert c.send_raw(('{"method":"%s","parameters":null}\n' % method).encode())
+        answers.append(answer_shape(c.recv()))
+    assert all(a == answers[0] for a in answers), answers
+    assert answers[0][:2] != ("error", "io.heare.Auth.InvalidMessage"), answers
+
+
+def test_null_parameters_where_parameters_are_required(daemon):
+    for sock, method, parameter in (
+            ("verify", VERIFY, "key"),
+            ("verify", "org.varlink.service.GetInterfaceDescription", "interface"),
+            ("admin", CREATE, "name"), ("admin", "io.heare.AuthAdmin.GetKey", "id")):
+        with daemon.connect(sock) as c:
+            assert c.send_raw(('{"method":"%s","parameters":null}' % method).encode() + b"\0")
+            r = c.recv()
+            assert r == {"error": INVALID_PARAMETER, "parameters": {"parameter": parameter}}, r
+            assert "status" in ok(c.call(HEALTH, None))  # the connection goes on
+
+
+def test_unknown_call_members_are_ignored(daemon):
+    key, secret = daemon.create("extensions")
+    msg = {"method": VERIFY, "parameters": {"key": secret},
+           "org.example.tracing": {"id": [1, 2, {"x": None}]}, "x": None, "n": 1.5,
+           "continues": True, "error": "org.example.Nope"}
+    with daemon.connect("verify") as c:
+        assert c.send_raw(json.dumps(msg).encode() + b"\0")
+        p = ok(c.recv())
+        assert p["code"] == "VALID" and p["key_id"] == key["id"], p
+
+
+def test_upgrade_is_refused_and_the_connection_stays(daemon):
+    key, secret = daemon.create("no-upgrade")
+    with daemon.connect("verify") as c:
+        for method, params in ((VERIFY, {"key": secret}), (HEALTH, {}),
+                               ("org.varlink.service.GetInfo", None)):
+            msg = {"method": method, "upgrade": True}
+            if params is not None:
+                msg["parameters"] = params
+            assert c.send_raw(json.dumps(msg).encode() + b"\0")
+            r = c.recv()
+            assert r == {"error": INVALID_PARAMETER, "parameters": {"parameter": "upgrade"}}, r
+        # refused, so not run: the Verify above did not count
+        assert ok(c.call(VERIFY, {"key": secret}))["code"] == "VALID"
+        # "upgrade": false is no request; with oneway the refusal is not sent either
+        assert c.send_raw(json.dumps({"method": HEALTH, "upgrade": False}).encode() + b"\0")
+        assert "status" in ok(c.recv())
+        assert c.send_raw(json.dumps({"method": HEALTH, "upgrade": True, "oneway": True})
+                          .encode() + b"\0")
+        assert "status" in ok(c.call(HEALTH, {}))
+        # an unknown method is still that
+        assert c.send_raw(json.dumps({"method": "io.heare.Auth.Nope", "upgrade": True})
+                          .encode() + b"\0")
+        assert c.recv()["error"] == "org.varlink.service.MethodNotFound"
+    assert daemon.get_key(key["id"])["verifications"] == 1
+    # a value that is no boolean is refused as oneway's and more's are
+    with daemon.connect("verify") as c:
+        assert c.send_raw(b'{"method":"io.heare.Auth.GetHealth","upgrade":"yes"}\0')
+        r = c.recv()
+        assert r["error"] == "io.heare.Auth.InvalidMessage", r
+        assert c.at_eof(5)
 
 
 def test_get_info(daemon):
@@ -277,7 +370,6 @@ def test_garbage_gets_invalid_message(daemon):
 
 # Valid JSON that jansson refuses whatever its flags: the answer the protocol gives, on a
 # connection that stays open (it used to be InvalidMessage and a closed connection).
-INVALID_PARAMETER = "org.varlink.service.InvalidParameter"
 HUGE = ["1e999999", "-1e999999", "123456789012345678901234567890"]
 VALID_JSON_JANSSON_REFUSES = (
     # a key with an escaped NUL, a lone surrogate, or a byte outside printable ASCII
