@@ -466,9 +466,11 @@ static int check_scan_agrees_with_parse(const char *msg, size_t len)
         CHECK(memcmp(buf, msg, len) == 0);
         return r;
     }
-    if (varlink_call_parse(msg, len, &call, &reason) != 0)
+    /* Parsed once: a second parse into call would lose the first one's message. */
+    int parsed = varlink_call_parse(msg, len, &call, &reason);
+    if (parsed != 0)
         fprintf(stderr, "scanned, but the full parser says %s: %.*s\n", reason, (int)len, msg);
-    CHECK_INT(varlink_call_parse(msg, len, &call, &reason), 0);
+    CHECK_INT(parsed, 0);
     CHECK_INT(call.flags, 0);
     CHECK(!call.lenient);
     CHECK_INT(call.method_len, sc.method_len);
