@@ -90,6 +90,8 @@ def _sanitizer_runtimes(path):
 # A host program that is not built with the sanitizers (Debian's pamtester, python3 for
 # pam_host.py) can only load our sanitized PAM module with their runtimes preloaded, first.
 SANITIZER_PRELOAD = _sanitizer_runtimes(HEARE_PAM_MODULE)
+# Whether the daemon under test is built with them.
+SANITIZED = bool(_sanitizer_runtimes(HEARE_AUTHD_BINARY))
 
 VALGRIND = os.environ.get("HEARE_E2E_VALGRIND", "") not in ("", "0")
 # Under valgrind the daemon runs tens of times slower: the waits for it are stretched.
