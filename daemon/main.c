@@ -234,12 +234,48 @@ static int bind_tcp(const char *spec, int *ret_fd)
     return 0;
 }
 
-/* Sockets from systemd by name; the kinds it did not pass are bound here. */
-static int setup_listeners(const conf *c, listen_fd *l, size_t *ret_n)
+static void close_listeners(listen_fd *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        /* Only what we bound is ours to remove; systemd owns the activated ones. */
+        if (l[i].path)
+            unlink(l[i].path);
+        safe_close(l[i].fd);
+        free(l[i].path);
+    }
+}
+
+/* Appends a listener; path, for a socket file bound here (removed at exit), is copied. On
+ * failure fd is closed and path removed, as close_listeners would. */
+static int add_listener(listen_fd *l, size_t *n, int fd, sock_kind kind, const char *path)
+{
+    char *copy = NULL;
+
+    if (path && !(copy = strdup(path))) {
+        unlink(path);
+        safe_close(fd);
+        return -ENOMEM;
+    }
+    l[(*n)++] = (listen_fd){.fd = fd, .kind = kind, .path = copy};
+    return 0;
+}
+
+static void free_fd_names(char **names, int n)
+{
+    if (!names)
+        return;
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* Sockets from systemd by name, then the kinds it did not pass, bound here. *n counts the
+ * listeners in l, on failure too, so that the caller can close them. */
+static int collect_listeners(const conf *c, listen_fd *l, size_t *n)
 {
     char **names = NULL;
-    size_t n = 0;
     bool have_verify = false, have_admin = false, have_http = false;
+    int fd, r = 0;
 
     int nfds = sd_listen_fds_with_names(1, &names);
     if (nfds < 0) {
@@ -247,9 +283,10 @@ static int setup_listeners(const conf *c, listen_fd *l, size_t *ret_n)
         return nfds;
     }
     for (int i = 0; i < nfds; i++) {
-        int fd = SD_LISTEN_FDS_START + i;
         const char *name = names && names[i] ? names[i] : "";
         sock_kind kind;
+
+        fd = SD_LISTEN_FDS_START + i;
         if (strcmp(name, "verify") == 0)
             kind = SOCK_VERIFY;
         else if (strcmp(name, "admin") == 0)
@@ -267,68 +304,65 @@ static int setup_listeners(const conf *c, listen_fd *l, size_t *ret_n)
                               : sd_is_socket_unix(fd, SOCK_STREAM, 1, NULL, 0) <= 0) {
             log_error("socket activation: fd '%s' is not a listening %s stream socket", name,
                       kind == SOCK_HTTP ? "" : "Unix");
-            return -EINVAL;
+            r = -EINVAL;
+            break;
         }
         if ((kind == SOCK_VERIFY && have_verify) || (kind == SOCK_ADMIN && have_admin) ||
-            (kind == SOCK_HTTP && have_http) || n >= MAX_LISTENERS) {
+            (kind == SOCK_HTTP && have_http) || *n >= MAX_LISTENERS) {
             log_error("socket activation: more than one fd named '%s'", name);
-            return -EINVAL;
+            r = -EINVAL;
+            break;
         }
-        int r = set_nonblock(fd);
+        r = set_nonblock(fd);
         if (r < 0)
-            return r;
+            break;
         have_verify |= kind == SOCK_VERIFY;
         have_admin |= kind == SOCK_ADMIN;
         have_http |= kind == SOCK_HTTP;
-        l[n++] = (listen_fd){.fd = fd, .kind = kind};
         log_info("listening on socket-activated '%s' (fd %d)", name, fd);
+        (void)add_listener(l, n, fd, kind, NULL); /* no copy: cannot fail */
     }
-    if (names) {
-        for (int i = 0; i < nfds; i++)
-            free(names[i]);
-        free(names);
-    }
+    free_fd_names(names, nfds);
+    if (r < 0)
+        return r;
 
     if (!have_verify) {
-        int fd;
-        int r = bind_socket(c->verify_socket, 0660, VERIFY_SOCKET_GROUP, &fd);
-        if (r < 0)
+        r = bind_socket(c->verify_socket, 0660, VERIFY_SOCKET_GROUP, &fd);
+        if (r < 0 || (r = add_listener(l, n, fd, SOCK_VERIFY, c->verify_socket)) < 0)
             return r;
-        l[n++] = (listen_fd){.fd = fd, .kind = SOCK_VERIFY, .path = strdup(c->verify_socket)};
         log_info("listening on %s (verify)", c->verify_socket);
     }
     if (!have_admin) {
-        int fd;
-        int r = bind_socket(c->admin_socket, 0600, NULL, &fd);
-        if (r < 0)
+        r = bind_socket(c->admin_socket, 0600, NULL, &fd);
+        if (r < 0 || (r = add_listener(l, n, fd, SOCK_ADMIN, c->admin_socket)) < 0)
             return r;
-        l[n++] = (listen_fd){.fd = fd, .kind = SOCK_ADMIN, .path = strdup(c->admin_socket)};
         log_info("listening on %s (admin)", c->admin_socket);
     }
     if (!have_http && c->http_listen) {
-        int fd;
         bool is_unix = strncmp(c->http_listen, "unix:", 5) == 0;
-        int r = is_unix ? bind_socket(c->http_listen + 5, 0660, VERIFY_SOCKET_GROUP, &fd)
-                        : bind_tcp(c->http_listen, &fd);
-        if (r < 0)
+        r = is_unix ? bind_socket(c->http_listen + 5, 0660, VERIFY_SOCKET_GROUP, &fd)
+                    : bind_tcp(c->http_listen, &fd);
+        if (r < 0 ||
+            (r = add_listener(l, n, fd, SOCK_HTTP, is_unix ? c->http_listen + 5 : NULL)) < 0)
             return r;
-        l[n++] = (listen_fd){.fd = fd, .kind = SOCK_HTTP,
-                             .path = is_unix ? strdup(c->http_listen + 5) : NULL};
         log_info("listening on %s (http)", c->http_listen);
     }
-    *ret_n = n;
     return 0;
 }
 
-static void close_listeners(listen_fd *l, size_t n)
+static int setup_listeners(const conf *c, listen_fd *l, size_t *ret_n)
 {
-    for (size_t i = 0; i < n; i++) {
-        /* Only what we bound is ours to remove; systemd owns the activated ones. */
-        if (l[i].path)
-            unlink(l[i].path);
-        safe_close(l[i].fd);
-        free(l[i].path);
+    size_t n = 0;
+    int r = collect_listeners(c, l, &n);
+
+    if (r < 0) {
+        /* A daemon that does not start leaves nothing behind: no socket file of its own,
+         * no descriptor, no copy of a path. */
+        close_listeners(l, n);
+        return r;
     }
+    *ret_n = n;
+    return 0;
 }
 
 static log_target choose_log_target(const conf *c)

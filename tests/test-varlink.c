@@ -337,7 +337,11 @@ static void test_call_jansson_refuses(void)
         varlink_call call;
         const char *reason = NULL;
 
-        fprintf(stderr, "jansson refuses %zu: %s\n", i, cases[i].msg);
+        /* Not through %s: with -fsanitize=undefined GCC 12 believes that argument may be
+         * NULL (-Wformat-overflow), which -Werror turns into a failed build. */
+        fprintf(stderr, "jansson refuses %zu: ", i);
+        fwrite(cases[i].msg, 1, len, stderr);
+        fputc('\n', stderr);
         memcpy(buf, cases[i].msg, len + 1);
         CHECK_INT(varlink_call_scan_simple(buf, len, &sc), 0);
         CHECK(memcmp(buf, cases[i].msg, len + 1) == 0);
@@ -466,9 +470,11 @@ static int check_scan_agrees_with_parse(const char *msg, size_t len)
         CHECK(memcmp(buf, msg, len) == 0);
         return r;
     }
-    if (varlink_call_parse(msg, len, &call, &reason) != 0)
+    /* Parsed once: a second parse into call would lose the first one's message. */
+    int parsed = varlink_call_parse(msg, len, &call, &reason);
+    if (parsed != 0)
         fprintf(stderr, "scanned, but the full parser says %s: %.*s\n", reason, (int)len, msg);
-    CHECK_INT(varlink_call_parse(msg, len, &call, &reason), 0);
+    CHECK_INT(parsed, 0);
     CHECK_INT(call.flags, 0);
     CHECK(!call.lenient);
     CHECK_INT(call.method_len, sc.method_len);

@@ -2,6 +2,7 @@
 a raw Varlink client, and the heare-auth CLI, all with timeouts so nothing can hang."""
 import datetime
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -33,6 +34,199 @@ def _binary(env_name, rel):
 HEARE_AUTHD = _binary("HEARE_AUTHD", "daemon/heare-authd")
 HEARE_AUTH = _binary("HEARE_AUTH", "cli/heare-auth")
 HEARE_PAM_MODULE = _binary("HEARE_PAM_MODULE", "pam/pam_heare_auth.so")
+# The daemon binary itself; HEARE_AUTHD may become a valgrind wrapper (below).
+HEARE_AUTHD_BINARY = HEARE_AUTHD
+
+
+# -- sanitizers and valgrind ---------------------------------------------------------------
+#
+# Built with -Db_sanitize=address,undefined (tests/run's second build), every binary of
+# ours writes any AddressSanitizer or LeakSanitizer report to a file of its own under
+# REPORT_DIR (log_path=), so that no report is lost in a stderr nobody reads, whoever
+# started the process: a fixture, a test's subprocess.run, prlimit, pamtester.
+# UndefinedBehaviorSanitizer's reports cannot go there: with GCC's two runtimes, libubsan
+# hands its log_path to libasan (the first runtime loaded answers its
+# __sanitizer_set_report_path) and keeps writing to stderr. So every output a test reads
+# from a process (Popen.communicate, which subprocess.run uses too) and every daemon's log
+# is searched for a report as well, and one found is filed under REPORT_DIR
+# (note_output). pytest_runtest_makereport fails the test during which a report appeared.
+# The same environment is harmless to a build without sanitizers.
+# HEARE_E2E_LSAN_OPTIONS adds LeakSanitizer options (docs/testing.md).
+#
+# HEARE_E2E_VALGRIND=1 (by hand, on a build without sanitizers: docs/testing.md) runs every
+# heare-authd of the tests under valgrind instead, its reports in the same directory.
+
+LSAN_SUPPRESSIONS = os.path.join(ROOT, "tests", "lsan.supp")
+VALGRIND_SUPPRESSIONS = os.path.join(ROOT, "tests", "valgrind.supp")
+REPORT_DIR = tempfile.mkdtemp(prefix="heare-e2e-reports-")
+os.chmod(REPORT_DIR, 0o1777)  # some tests run a client of ours as nobody
+
+# halt_on_error: the first error ends the process, non-zero, as it would a test of it.
+# One log_path for both: whichever runtime sets it last (see above) sets it for libasan.
+_log_path = f"log_path={REPORT_DIR}/sanitizer"
+os.environ["ASAN_OPTIONS"] = ":".join([
+    "halt_on_error=1", "detect_leaks=1", "detect_stack_use_after_return=1",
+    "strict_string_checks=1", _log_path])
+os.environ["UBSAN_OPTIONS"] = ":".join(["print_stacktrace=1", "halt_on_error=1", _log_path])
+# print_suppressions=0: a run whose only leaks are suppressed writes no file at all.
+os.environ["LSAN_OPTIONS"] = ":".join(
+    [f"suppressions={LSAN_SUPPRESSIONS}", "print_suppressions=0"] +
+    [o for o in os.environ.get("HEARE_E2E_LSAN_OPTIONS", "").split(":") if o])
+SANITIZER_ENV = ("ASAN_OPTIONS", "UBSAN_OPTIONS", "LSAN_OPTIONS")
+
+
+def _sanitizer_runtimes(path):
+    """The sanitizer runtimes path is linked with, libasan first (the order LD_PRELOAD
+    needs); [] for a build without sanitizers."""
+    try:
+        out = subprocess.run(["ldd", path], capture_output=True, text=True, timeout=30,
+                             stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    found = dict(re.findall(r"lib(asan|ubsan)\.so\.\d+ => (\S+)", out))
+    return [found[k] for k in ("asan", "ubsan") if k in found]
+
+
+# A host program that is not built with the sanitizers (Debian's pamtester, python3 for
+# pam_host.py) can only load our sanitized PAM module with their runtimes preloaded, first.
+SANITIZER_PRELOAD = _sanitizer_runtimes(HEARE_PAM_MODULE)
+# Whether the daemon under test is built with them.
+SANITIZED = bool(_sanitizer_runtimes(HEARE_AUTHD_BINARY))
+
+VALGRIND = os.environ.get("HEARE_E2E_VALGRIND", "") not in ("", "0")
+# Under valgrind the daemon runs tens of times slower: the waits for it are stretched.
+SLOW = 10.0 if VALGRIND else 1.0
+if VALGRIND:
+    if _sanitizer_runtimes(HEARE_AUTHD_BINARY):
+        raise RuntimeError("HEARE_E2E_VALGRIND needs a build without sanitizers "
+                           f"({HEARE_AUTHD_BINARY} has them)")
+    _wrapper = os.path.join(REPORT_DIR, "heare-authd")
+    with open(_wrapper, "w") as _f:
+        # exec: the daemon's pid stays the one the tests signal and wait for.
+        _f.write("#!/bin/sh\n"
+                 "exec valgrind -q --error-exitcode=99 --leak-check=full"
+                 " --show-leak-kinds=definite,indirect,possible"
+                 " --errors-for-leak-kinds=definite,indirect,possible"
+                 f" --suppressions={VALGRIND_SUPPRESSIONS} --num-callers=30"
+                 f" --log-file={REPORT_DIR}/valgrind.%p"
+                 f" {HEARE_AUTHD_BINARY} \"$@\"\n")
+    os.chmod(_wrapper, 0o755)
+    HEARE_AUTHD = _wrapper
+
+
+def sanitizer_setenv_args():
+    """systemd-socket-activate passes on only what -E names: these carry the settings
+    above through it."""
+    args = []
+    for k in SANITIZER_ENV:
+        args += ["-E", k]
+    return args
+
+
+# What a sanitizer report starts with, wherever it went (a process that was not given the
+# settings above writes it to its stderr).
+SANITIZER_MARKERS = re.compile(
+    r"ERROR: (?:Address|Leak|Thread|Memory)Sanitizer|runtime error: |"
+    r"SUMMARY: (?:Address|Leak|UndefinedBehavior)Sanitizer")
+
+
+def sanitizer_report_in(text):
+    """The first lines of a sanitizer report in text, or None."""
+    m = SANITIZER_MARKERS.search(text or "")
+    if not m:
+        return None
+    start = text.rfind("\n", 0, m.start()) + 1
+    return text[start:start + 4000]
+
+
+_output_reports = itertools.count()
+
+
+def note_output(text, what):
+    """Files a sanitizer report found in text (what a process wrote; what says which)
+    under REPORT_DIR, where pytest_runtest_makereport finds it."""
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    report = sanitizer_report_in(text)
+    if report:
+        name = f"output.{os.getpid()}.{next(_output_reports)}"
+        with open(os.path.join(REPORT_DIR, name), "w") as f:
+            f.write(f"{what}:\n{report}")
+
+
+_communicate = subprocess.Popen.communicate
+
+
+def _communicate_and_check(self, *args, **kwargs):
+    out, err = _communicate(self, *args, **kwargs)
+    for text in (err, out):
+        if text:
+            note_output(text, f"output of {self.args!r}")
+    return out, err
+
+
+subprocess.Popen.communicate = _communicate_and_check
+
+
+def new_reports(seen):
+    """Reports under REPORT_DIR that are not in seen (a set of names, updated): a list of
+    (name, text). Empty files (valgrind's, with -q, while it found nothing) do not count
+    and are looked at again next time."""
+    out = []
+    for name in sorted(os.listdir(REPORT_DIR)):
+        if name in seen or not name.startswith(("sanitizer.", "output.", "valgrind.")):
+            continue
+        path = os.path.join(REPORT_DIR, name)
+        try:
+            with open(path, "rb") as f:
+                text = f.read().decode(errors="replace")
+        except FileNotFoundError:
+            continue
+        if text.strip():
+            seen.add(name)
+            out.append((name, text))
+    return out
+
+
+_seen_reports = set()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Fails the test during which (or since the test before it) a sanitizer or valgrind
+    report was written: checked once its teardown is over, so after its daemons stopped
+    and ran their exit-time checks, and shown even when it failed for another reason."""
+    outcome = yield
+    if call.when != "teardown":
+        return
+    found = new_reports(_seen_reports)
+    if not found:
+        return
+    text = "sanitizer/valgrind reports (in %s):\n%s" % (REPORT_DIR, "\n".join(
+        f"--- {name}\n{body[:8000]}" for name, body in found))
+    rep = outcome.get_result()
+    if rep.outcome == "failed":
+        rep.sections.append(("sanitizer/valgrind reports", text))
+    else:
+        rep.outcome = "failed"
+        rep.longrepr = text
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """A report that appeared after the last test (a module's fixture stopping a process
+    of ours) fails the run too; the directory stays only when it holds a report."""
+    late = new_reports(_seen_reports)
+    if late:
+        print("\nsanitizer/valgrind reports after the last test (in %s):\n%s" % (
+            REPORT_DIR, "\n".join(f"--- {name}\n{body[:8000]}" for name, body in late)))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if VALGRIND:
+        runs = [n for n in os.listdir(REPORT_DIR) if n.startswith("valgrind.")]
+        print(f"\nvalgrind: {len(runs)} heare-authd processes, "
+              f"{sum(n in _seen_reports for n in runs)} with a report")
+    if not _seen_reports:
+        shutil.rmtree(REPORT_DIR, ignore_errors=True)
+
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 KEY_ID_RE = re.compile(r"key_0[0-9A-Za-z]{18}")
@@ -306,7 +500,7 @@ class Daemon:
         return self.spawn([HEARE_AUTHD] + self.base_args() + self.extra_args, wait_ready)
 
     def wait_ready(self, timeout=10.0):
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout * SLOW
         while time.monotonic() < deadline:
             if self.notified("READY=1"):
                 return
@@ -321,15 +515,24 @@ class Daemon:
 
     def stop(self, timeout=10.0):
         """SIGTERM; returns the exit code (fails the test if it does not exit in time)."""
+        rc = self.terminate(timeout)
+        if rc is False:
+            pytest.fail(f"heare-authd did not exit within {timeout * SLOW}s of SIGTERM")
+        return rc
+
+    def terminate(self, timeout=10.0):
+        """SIGTERM and a wait for the exit, so that it exits as in production, running what
+        runs at exit (LeakSanitizer's check, valgrind's). Returns the exit code (None if it
+        never started), or False if it had to be killed after timeout."""
         if self.proc is None or self.proc.poll() is not None:
             return None if self.proc is None else self.proc.returncode
         self.proc.send_signal(signal.SIGTERM)
         try:
-            return self.proc.wait(timeout)
+            return self.proc.wait(timeout * SLOW)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(5)
-            pytest.fail(f"heare-authd did not exit within {timeout}s of SIGTERM")
+            return False
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -350,7 +553,9 @@ class Daemon:
             self._notify_sock = None
 
     def cleanup(self):
+        self.terminate()
         self.kill()
+        note_output(self.raw_log(), self.log_path)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     # -- logs ------------------------------------------------------------------------------
@@ -467,8 +672,9 @@ def run_cli(argv, input=None, env=None, timeout=CLI_TIMEOUT):
 
 @pytest.fixture
 def make_daemon():
-    """Factory: make_daemon(**kw) -> running Daemon; all are killed and removed at the end,
-    and none may have logged a secret it handed out or was shown."""
+    """Factory: make_daemon(**kw) -> running Daemon. At the end each one still running is
+    stopped with SIGTERM and must exit 0 in time; none may have logged a secret it handed
+    out or was shown, nor a sanitizer report."""
     made = []
 
     def factory(**kw):
@@ -477,16 +683,23 @@ def make_daemon():
         return d
 
     yield factory
-    leaks = []
+    problems = []
     for d in made:
+        running = d.proc is not None and d.proc.poll() is None
+        rc = d.terminate()
         d.kill()
+        if running and rc is False:
+            problems.append(f"{d.log_path}: did not exit within {10 * SLOW}s of SIGTERM")
+        elif running and rc != 0:
+            problems.append(f"{d.log_path}: exited {rc} on SIGTERM")
         leaked = d.leaked_secrets()
         if leaked:
-            leaks.append((d.log_path, leaked))
+            problems.append(f"{d.log_path}: secrets found in the daemon log: {leaked}")
+        note_output(d.raw_log(), d.log_path)
     for d in made:
-        if not leaks:
+        if not problems:
             shutil.rmtree(d.dir, ignore_errors=True)
-    assert not leaks, f"secrets found in the daemon log: {leaks}"
+    assert not problems, "\n".join(problems)
 
 
 @pytest.fixture

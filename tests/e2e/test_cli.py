@@ -10,7 +10,7 @@ import time
 import pytest
 
 from conftest import (HEARE_AUTH, KEY_ID_RE, NEW_SECRET_RE, base62_decode, legacy_id,
-                      parse_rfc3339, run_cli, wait_for)
+                      note_output, parse_rfc3339, run_cli, wait_for)
 
 CREATE_RE = re.compile(
     r"\ACreated API key:\n"
@@ -288,6 +288,7 @@ def run_on_pty(argv, env, answer, timeout=20):
             proc.kill()
             proc.wait(5)
         os.close(master)
+    note_output(out, f"terminal of {argv!r}")  # read here, not through communicate()
     return rc, out.decode(errors="replace"), answered
 
 

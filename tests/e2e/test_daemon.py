@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import HEARE_AUTHD, Daemon, Varlink, ok, wait_for
+from conftest import HEARE_AUTHD, Daemon, Varlink, ok, sanitizer_setenv_args, wait_for
 
 SPEC_KEYS = [
     "store", "s3-region", "s3-endpoint", "s3-addressing", "s3-sse", "poll-interval", "cache",
@@ -37,7 +37,7 @@ def authd(*args, env=None, timeout=20):
 def test_socket_activation(make_daemon):
     d = make_daemon(start=False)
     argv = ["systemd-socket-activate", "-l", d.verify_sock, "-l", d.admin_sock,
-            "--fdname=verify:admin", "-E", None,
+            "--fdname=verify:admin", "-E", None, *sanitizer_setenv_args(),
             HEARE_AUTHD, "--store", d.store_url, "--cache", d.cache_path,
             "--poll-interval", "1s", "--threads", "2"]
     notify = os.path.join(d.dir, "notify.sock")
@@ -143,6 +143,24 @@ def test_regular_file_at_socket_path_is_not_replaced(make_daemon):
         pytest.fail("daemon started over a regular file at its socket path")
     assert rc != 0
     with open(d.verify_sock) as f:
+        assert f.read() == "precious\n"
+
+
+def test_failed_start_leaves_no_socket_behind(make_daemon):
+    # The verify socket is bound, then the admin path is refused: the daemon that does not
+    # start removes the socket it had bound (and, under the sanitizers, frees its path).
+    d = make_daemon(start=False)
+    with open(d.admin_sock, "w") as f:
+        f.write("precious\n")
+    d.start(wait_ready=False)
+    try:
+        rc = d.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("daemon started over a regular file at its admin socket path")
+    assert rc != 0
+    assert "listening on " + d.verify_sock in d.raw_log()
+    assert not os.path.exists(d.verify_sock)
+    with open(d.admin_sock) as f:
         assert f.read() == "precious\n"
 
 

@@ -10,7 +10,9 @@ import socket
 import subprocess
 import time
 
-from conftest import HEARE_AUTHD, Varlink, ok, v2_key, wait_for, write_json_atomic
+import pytest
+
+from conftest import VALGRIND, HEARE_AUTHD, Varlink, ok, v2_key, wait_for, write_json_atomic
 
 NOBODY = 65534
 
@@ -42,6 +44,11 @@ def open_files_limit(pid):
     raise AssertionError("no Max open files line")
 
 
+# Under valgrind (HEARE_E2E_VALGRIND=1, by hand only) the daemon cannot raise it: valgrind
+# answers getrlimit/setrlimit(RLIMIT_NOFILE) itself and shows its client a hard limit
+# equal to the soft one (256:256 here), keeping descriptors above it for its own use; the
+# kernel's limits, which /proc shows, stay as prlimit set them.
+@pytest.mark.xfail(VALGRIND, strict=True, reason="valgrind virtualizes RLIMIT_NOFILE")
 def test_soft_descriptor_limit_is_raised_to_the_hard_one(make_daemon):
     d = daemon_under_limit(make_daemon, 256, 4096, {"version": 2, "keys": []})
     assert open_files_limit(d.proc.pid) == (4096, 4096)

@@ -9,15 +9,34 @@ import resource
 import socket
 import time
 
-from conftest import HEARE_AUTHD, free_port, v2_key, wait_for
+from conftest import SANITIZED, VALGRIND, HEARE_AUTHD, free_port, v2_key, wait_for
 from hostile import (Attackers, Canary, cpu_seconds, prioritize, reset_peak_rss,
                      settle_rss, status_kib)
 
 MIB = 1024  # in KiB, as /proc reports
 BUFFERS_MAX_KIB = 256 * MIB  # the default buffers-max
 CANARY_MAX_S = 0.2
+if SANITIZED or VALGRIND:
+    # 200 ms is a bound for the release build's speed. Under the sanitizers every call the
+    # daemon serves costs several times as much (ASan checks each access, UBSan each
+    # operation) while the floods are as large: on the shared 2-core machine the canary
+    # waited 530 ms (340 ms with ASan's quarantine off) and once 1010 ms, its thread
+    # starved of CPU as often as the daemon's loops. A canary left behind a flood would wait
+    # for the whole flood, which takes 3 to 9 s there: 2 s still tells fair turns from
+    # starvation. Under valgrind (by hand), which runs the daemon's threads one at a time
+    # and far slower still, the canary waited up to 470 ms, the floods longer than that.
+    CANARY_MAX_S = 2.0
 GET_HEALTH = b'{"method":"io.heare.Auth.GetHealth"}\0'
 HTTP_HEALTH = b"GET /health HTTP/1.1\r\nHost: heare\r\n\r\n"
+# The RSS bounds hold for the daemon on glibc's allocator, whose behaviour daemon/buffers.c
+# sets (the mmap threshold, malloc_trim). Built with AddressSanitizer (tests/run's
+# build-asan) the daemon runs on ASan's allocator instead, and its RSS says how that one
+# works: freed memory waits in a quarantine of 256 MiB before it is reused, every block
+# has redzones and shadow memory, malloc_trim does nothing. So there the RSS is printed,
+# not bounded; everything else (the attacks, the canary, the descriptors) is asserted in
+# both builds, and ASan checks every access the attacks cause. The same holds under
+# valgrind (HEARE_E2E_VALGRIND=1, by hand), whose allocator replaces glibc's too.
+RSS_BOUNDS = not SANITIZED and not VALGRIND
 
 
 def keyed_daemon(make_daemon, extra_args=()):
@@ -63,6 +82,10 @@ def flood_and_check(d, secret, rounds, **attack):
             finally:
                 attackers.close()
             assert flooded["written"] > 0, flooded
+            if not RSS_BOUNDS:
+                print(f"round {r}: RSS idle {idle // MIB} MiB, peak {peak // MIB} MiB "
+                      "(not bounded under the sanitizers)")
+                continue
             assert peak <= BUFFERS_MAX_KIB + 64 * MIB, \
                 f"round {r}: RSS peaked at {peak // MIB} MiB (idle {idle // MIB} MiB)"
             after = settle_rss(pid, 2 * idle, timeout=5)
@@ -106,10 +129,13 @@ def test_buffers_max_bounds_all_connections_together(make_daemon):
             attackers.close()
         assert flooded["written"] > 0, flooded
         assert open_conns >= 150, f"only {open_conns} descriptors open during the flood"
-        assert peak <= idle + 32 * MIB + 64 * MIB, \
-            f"RSS peaked at {peak // MIB} MiB with buffers-max 32 MiB (idle {idle // MIB} MiB)"
-        after = settle_rss(pid, 2 * idle, timeout=5)
-        assert after <= 2 * idle, f"RSS {after // MIB} MiB after (idle {idle // MIB} MiB)"
+        print(f"RSS idle {idle // MIB} MiB, peak {peak // MIB} MiB")
+        if RSS_BOUNDS:
+            assert peak <= idle + 32 * MIB + 64 * MIB, \
+                f"RSS peaked at {peak // MIB} MiB with buffers-max 32 MiB " \
+                f"(idle {idle // MIB} MiB)"
+            after = settle_rss(pid, 2 * idle, timeout=5)
+            assert after <= 2 * idle, f"RSS {after // MIB} MiB after (idle {idle // MIB} MiB)"
     finally:
         canary.stop()
     assert_canary(canary)
@@ -157,7 +183,9 @@ def test_many_half_open_http_connections(make_daemon):
             s.sendall(b"GET /health HTTP/1.1\r\nHost: he")
             half.append(s)
         assert http_get_health(port).startswith(b"HTTP/1.1 200")
-        assert status_kib(d.proc.pid, "VmRSS") <= idle + 64 * MIB
+        rss = status_kib(d.proc.pid, "VmRSS")
+        print(f"RSS idle {idle // MIB} MiB, with 1000 half-open connections {rss // MIB} MiB")
+        assert not RSS_BOUNDS or rss <= idle + 64 * MIB
         # h2o's request timeout (min(idle-timeout, 10 s)) closes them.
         wait_for(lambda: len(os.listdir(f"/proc/{d.proc.pid}/fd")) < 500, 15,
                  what="the half-open connections to be closed")

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from conftest import (HEARE_AUTHD, http_daemon_args, http_request, raw_http, rfc3339, v2_key,
-                      wait_for)
+from conftest import (HEARE_AUTHD, http_daemon_args, http_request, raw_http, rfc3339,
+                      sanitizer_setenv_args, v2_key, wait_for)
 
 INVALID_401 = {"detail": {"valid": False, "error": "Invalid API key", "code": None}}
 MISSING_422 = {"detail": [{"loc": ["body", "api_key"], "msg": "field required",
@@ -670,7 +670,7 @@ def test_socket_activated_http_fd(make_daemon):
     d = make_daemon(start=False)
     argv = ["systemd-socket-activate", "-l", f"127.0.0.1:{port}", "--fdname=http",
             "-E", "NOTIFY_SOCKET=" + os.path.join(d.dir, "notify.sock"),
-            HEARE_AUTHD] + d.base_args()
+            *sanitizer_setenv_args(), HEARE_AUTHD] + d.base_args()
     d.spawn(argv, wait_ready=False)
     wait_for(lambda: _port_open(port), 10, what="systemd-socket-activate's listener")
     r = http_request("127.0.0.1", port, "GET", "/health", timeout=15)
@@ -706,3 +706,5 @@ def test_http_listen_bad_values_are_refused(tmpdir_e2e):
                              capture_output=True, text=True, timeout=10)
         assert res.returncode != 0
         assert "cannot bind" in res.stderr and "Address already in use" in res.stderr
+        # the Unix sockets it had bound before are gone again
+        assert not os.listdir(tmpdir_e2e), os.listdir(tmpdir_e2e)

@@ -11,9 +11,9 @@ import tempfile
 
 import pytest
 
-from conftest import HEARE_AUTH, HEARE_AUTHD, ROOT
+from conftest import HEARE_AUTH, HEARE_AUTHD, HEARE_AUTHD_BINARY, ROOT
 
-BUILD_ROOT = os.environ.get("HEARE_BUILD_ROOT") or os.path.dirname(os.path.dirname(HEARE_AUTHD))
+BUILD_ROOT = os.environ.get("HEARE_BUILD_ROOT") or os.path.dirname(os.path.dirname(HEARE_AUTHD_BINARY))
 MAN_SRC = os.path.join(ROOT, "docs", "man")
 EXAMPLE_CONF = os.path.join(ROOT, "docs", "heare-authd.conf")
 HAVE_PAM = os.path.exists(os.path.join(ROOT, "pam", "meson.build"))

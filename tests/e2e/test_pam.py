@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from conftest import HEARE_AUTH, HEARE_PAM_MODULE, rfc3339, v2_key
+from conftest import HEARE_AUTH, HEARE_PAM_MODULE, SANITIZER_PRELOAD, rfc3339, v2_key
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PAM_HOST = os.path.join(HERE, "pam_host.py")
@@ -95,7 +95,8 @@ class Pam:
     def env(self, extra=None):
         e = {k: v for k, v in os.environ.items()
              if not k.startswith(("PAM_", "LD_PRELOAD", "HEARE_AUTH_"))}
-        e.update(LD_PRELOAD=PAM_WRAPPER_LIB, PAM_WRAPPER="1",
+        # A sanitized module needs its runtimes in the host, loaded before anything else.
+        e.update(LD_PRELOAD=":".join(SANITIZER_PRELOAD + [PAM_WRAPPER_LIB]), PAM_WRAPPER="1",
                  PAM_WRAPPER_SERVICE_DIR=self.dir, PAM_WRAPPER_DEBUGLEVEL="2")
         if extra:
             e.update(extra)
@@ -115,6 +116,10 @@ class Pam:
         result = os.path.join(os.path.dirname(self.dir), f"host-{time.monotonic_ns()}.json")
         e = self.env(env)
         e["PAM_HOST_KEY"] = key
+        if SANITIZER_PRELOAD:
+            # pam_host.py checks for leaks itself, before Python's exit (see there).
+            e["PYTHONMALLOC"] = "malloc"
+            e["ASAN_OPTIONS"] = os.environ.get("ASAN_OPTIONS", "") + ":leak_check_at_exit=0"
         proc = subprocess.run([sys.executable, PAM_HOST, result, service, user] + list(flags),
                               env=e, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL)
@@ -122,6 +127,8 @@ class Pam:
         with open(result) as f:
             doc = json.load(f)
         os.unlink(result)
+        assert not doc.pop("leaked"), "LeakSanitizer found leaks in pam_host.py (its report " \
+                                      "is under conftest's REPORT_DIR)"
         doc["stderr"] = proc.stderr
         return doc
 

@@ -15,10 +15,11 @@ import tempfile
 
 import pytest
 
-from conftest import ADMIN_IF, ROOT, HEARE_AUTHD, Daemon, ok, wait_for
+from conftest import (ADMIN_IF, ROOT, HEARE_AUTHD, HEARE_AUTHD_BINARY, Daemon, ok,
+                      sanitizer_setenv_args, wait_for)
 
 UNIT_DIR = os.path.join(ROOT, "systemd")
-BUILD_ROOT = os.environ.get("HEARE_BUILD_ROOT") or os.path.dirname(os.path.dirname(HEARE_AUTHD))
+BUILD_ROOT = os.environ.get("HEARE_BUILD_ROOT") or os.path.dirname(os.path.dirname(HEARE_AUTHD_BINARY))
 SERVICE_TEST = os.path.join(BUILD_ROOT, "systemd", "heare-authd.service.test")
 SOCKETS = ["heare-authd.socket", "heare-authd-admin.socket", "heare-authd-http.socket"]
 MAX_EXPOSURE = 2.0
@@ -171,7 +172,7 @@ def unit_tree():
 
 def test_service_under_test_runs_this_build(unit_tree):
     u = parse_unit(os.path.join(unit_tree, "heare-authd.service"))
-    assert one(u, "Service", "ExecStart") == HEARE_AUTHD
+    assert one(u, "Service", "ExecStart") == HEARE_AUTHD_BINARY
 
 
 @pytest.mark.parametrize("unit", ["heare-authd.service"] + SOCKETS)
@@ -254,6 +255,7 @@ def test_daemon_under_socket_activation_with_the_units_sockets():
             argv += ["-l", paths[s["name"]]]
         argv += ["--fdname=" + ":".join(s["name"] for s in specs),
                  "-E", "NOTIFY_SOCKET=" + os.path.join(d.dir, "notify.sock"),
+                 *sanitizer_setenv_args(),
                  HEARE_AUTHD, "--store", d.store_url, "--cache", d.cache_path,
                  "--verify-socket", own[0], "--admin-socket", own[1], "--threads", "2"]
         d.spawn(argv, wait_ready=False)
