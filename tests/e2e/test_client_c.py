@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, legacy_id, ok, rfc3339
+from conftest import ROOT, SANITIZED, legacy_id, ok, rfc3339
 
 UPDATE = "io.heare.AuthAdmin.UpdateKey"
 PROBE_SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "client", "probe.c")
@@ -49,6 +49,10 @@ def compile_c(source_path, out, pkgs="heare-auth"):
     assert flags.returncode == 0, flags.stderr
     argv = ["cc", "-std=c11", "-D_GNU_SOURCE", "-Wall", "-Wextra", "-Werror", "-o", out,
             source_path] + flags.stdout.split()
+    if SANITIZED:
+        # The library of the sanitizer build needs ASan's runtime loaded first: a program
+        # that uses it is built with the same sanitizers (and checked by them too).
+        argv.append("-fsanitize=address,undefined")
     res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, f"{' '.join(argv)}:\n{res.stderr}"
     return out
