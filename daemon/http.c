@@ -9,7 +9,6 @@
 #include <poll.h>
 #include <stdio.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 
@@ -17,8 +16,8 @@
 #include "daemon.h"
 #include "errors.h"
 #include "http.h"
+#include "http-parse.h"
 #include "json-lenient.h"
-#include "json-scan.h"
 #include "json-util.h"
 #include "log.h"
 #include "macro.h"
@@ -62,7 +61,6 @@ typedef struct held_req {
 
 static h2o_globalconf_t g_config;
 static bool g_config_inited;
-static int g_rcvbuf; /* SO_RCVBUF of TCP connections */
 
 /* ---- answers ---- */
 
@@ -217,48 +215,18 @@ static char *header_dup(h2o_req_t *req, const h2o_token_t *token, const char *na
     return h2o_strdup(&req->pool, v.base, v.len).base;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20;
-    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-}
-
 /* The first value of a query parameter, percent- and '+'-decoded into the request's pool;
  * NULL if absent or if it decodes to something with a NUL in it. */
 static char *query_param(h2o_req_t *req, const char *name)
 {
     if (req->query_at == SIZE_MAX)
         return NULL;
-    const char *p = req->path.base + req->query_at + 1;
-    const char *end = req->path.base + req->path.len;
-    size_t name_len = strlen(name);
-
-    while (p < end) {
-        const char *amp = memchr(p, '&', (size_t)(end - p));
-        const char *stop = amp ? amp : end;
-        if ((size_t)(stop - p) > name_len && memcmp(p, name, name_len) == 0 &&
-            p[name_len] == '=') {
-            const char *v = p + name_len + 1;
-            char *out = h2o_mem_alloc_pool(&req->pool, (size_t)(stop - v) + 1);
-            size_t n = 0;
-            for (; v < stop; v++) {
-                int hi, lo;
-                if (*v == '%' && stop - v >= 3 && (hi = hexval(v[1])) >= 0 &&
-                    (lo = hexval(v[2])) >= 0) {
-                    out[n++] = (char)(hi << 4 | lo);
-                    v += 2;
-                } else {
-                    out[n++] = *v == '+' ? ' ' : *v;
-                }
-            }
-            out[n] = 0;
-            return strlen(out) == n ? out : NULL;
-        }
-        p = stop + 1;
-    }
-    return NULL;
+    size_t at = req->query_at + 1, len;
+    const char *v = http_query_find(req->path.base + at, req->path.len - at, name, &len);
+    if (!v)
+        return NULL;
+    char *out = h2o_mem_alloc_pool(&req->pool, len + 1);
+    return http_query_decode(v, len, out) ? out : NULL;
 }
 
 /* ---- POST /verify ---- */
@@ -332,41 +300,6 @@ static void verify_entity(h2o_req_t *req, char *key, size_t key_len, const char 
     }
 }
 
-/* The body as clients write it, {"api_key":"…"} with an optional "scope" string, read in
- * place: the key and scope are NUL-terminated where their closing quotes were. False, with
- * the body untouched, for anything else, which jansson then judges. */
-static bool scan_verify_body(char *body, size_t len, char **ret_key, size_t *ret_key_len,
-                             const char **ret_scope)
-{
-    json_scanner s = {body, body + len};
-    json_flat_member m[2];
-    const json_flat_member *key = NULL, *scope = NULL;
-
-    int n = json_scan_flat_object(&s, m, ELEMENTSOF(m));
-    json_scan_space(&s);
-    if (n <= 0 || s.p != s.end)
-        return false;
-    for (int i = 0; i < n; i++) {
-        if (JSON_SAME_NAME(m[i].name, m[i].name_len, "api_key"))
-            key = &m[i];
-        else if (JSON_SAME_NAME(m[i].name, m[i].name_len, "scope"))
-            scope = &m[i];
-        else
-            return false; /* other members are jansson's to read */
-    }
-    if (!key)
-        return false;
-    key->value[key->value_len] = '\0';
-    *ret_key = key->value;
-    *ret_key_len = key->value_len;
-    *ret_scope = NULL;
-    if (scope) {
-        scope->value[scope->value_len] = '\0';
-        *ret_scope = scope->value;
-    }
-    return true;
-}
-
 static void handle_verify(h2o_req_t *req)
 {
     json_error_t jerr;
@@ -376,13 +309,13 @@ static void handle_verify(h2o_req_t *req)
     const char *scope;
 
     if (req->entity.base &&
-        scan_verify_body(req->entity.base, req->entity.len, &key, &key_len, &scope)) {
+        http_scan_verify_body(req->entity.base, req->entity.len, &key, &key_len, &scope)) {
         verify_entity(req, key, key_len, scope);
         secret_wipe(req->entity.base, req->entity.len);
         return;
     }
     if (req->entity.base)
-        body = json_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr);
+        body = json_util_loadb(req->entity.base, req->entity.len, JSON_DECODE_ANY, &jerr);
     if (req->entity.base && !body) {
         /* Valid JSON that jansson refuses (an escaped NUL, a lone surrogate, a number
          * beyond a double) is not "not JSON": its api_key is then MALFORMED, or not a
@@ -465,18 +398,8 @@ static bool auth_key(h2o_req_t *req, char **ret, size_t *ret_len)
     ssize_t i = h2o_find_header(&req->headers, H2O_TOKEN_AUTHORIZATION, -1);
     if (i >= 0) {
         h2o_iovec_t v = req->headers.entries[i].value;
-        if (v.len > 7 && h2o_lcstris(v.base, 7, H2O_STRLIT("bearer "))) {
-            char *p = v.base + 7, *end = v.base + v.len;
-            while (p < end && *p == ' ')
-                p++;
-            while (end > p && end[-1] == ' ')
-                end--;
-            if (end > p) {
-                *ret = p;
-                *ret_len = (size_t)(end - p);
-                return true;
-            }
-        }
+        if (http_bearer_token(v.base, v.len, ret, ret_len))
+            return true;
     }
     i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-api-key"), -1);
     if (i >= 0 && req->headers.entries[i].value.len > 0) {
@@ -621,57 +544,17 @@ static void handle_refresh(h2o_req_t *req)
 
 /* ---- framing ---- */
 
-static bool name_is(const char *p, size_t len, const char *lit)
-{
-    return len == strlen(lit) && strncasecmp(p, lit, len) == 0;
-}
-
-/* RFC 9112 §6.3: a request with more than one Content-Length (even equal ones), with both
- * Transfer-Encoding and Content-Length, or with a folded header line is refused, because a
- * proxy in front may frame it otherwise than h2o does and pass on a second request hidden
- * in the body. h2o 2.2.5 takes such a request: it frames it by the first Content-Length, or
- * by Transfer-Encoding over Content-Length, and keeps neither header in req->headers. So
- * the head is read again where h2o parsed it: at the start of the connection's input,
- * which h2o consumes only once the response is sent. False (refuse) as well if the head is
- * not found there. */
+/* The request head is read again where h2o parsed it: at the start of the connection's
+ * input, which h2o consumes only once the response is sent (see http_framing_ok). False
+ * (refuse) as well if there is no input to read it from. */
 static bool framing_ok(h2o_req_t *req)
 {
     h2o_socket_t *sock =
         req->conn->callbacks->get_socket ? req->conn->callbacks->get_socket(req->conn) : NULL;
     if (!sock || !sock->input)
         return false;
-    const char *p = sock->input->bytes, *end = p + sock->input->size, *nl;
-    size_t n_length = 0, n_encoding = 0;
-
-    /* picohttpparser skips empty lines before a request. */
-    while (p < end && (*p == '\r' || *p == '\n'))
-        p++;
-    if ((size_t)(end - p) < req->method.len || memcmp(p, req->method.base, req->method.len) != 0)
-        return false;
-    nl = memchr(p, '\n', (size_t)(end - p)); /* the request line */
-    if (!nl)
-        return false;
-    for (p = nl + 1;; p = nl + 1) {
-        nl = memchr(p, '\n', (size_t)(end - p));
-        if (!nl)
-            return false;
-        size_t len = (size_t)(nl - p);
-        if (len > 0 && p[len - 1] == '\r')
-            len--;
-        if (len == 0)
-            break; /* the end of the head */
-        if (*p == ' ' || *p == '\t')
-            return false; /* obsolete line folding */
-        const char *colon = memchr(p, ':', len);
-        if (!colon)
-            return false;
-        size_t name_len = (size_t)(colon - p);
-        if (name_is(p, name_len, "content-length"))
-            n_length++;
-        else if (name_is(p, name_len, "transfer-encoding"))
-            n_encoding++;
-    }
-    return n_length <= 1 && !(n_length > 0 && n_encoding > 0);
+    return http_framing_ok(sock->input->bytes, sock->input->size, req->method.base,
+                           req->method.len);
 }
 
 /* ---- routing ---- */
@@ -887,11 +770,6 @@ int http_init(const conf *c)
     g_config.http1.req_timeout = timeout < HTTP_REQUEST_TIMEOUT_MS ? timeout
                                                                    : HTTP_REQUEST_TIMEOUT_MS;
     g_config.http2.idle_timeout = g_config.http1.req_timeout;
-    /* h2o reads all a socket holds, and Linux grows a TCP receive buffer to megabytes. A
-     * quarter of connection-buffer-max (about what one read then brings) keeps h2o's input
-     * buffer, which may grow to twice what it holds, within it; and bounds what a loop
-     * copies in when many pipelining clients are readable at once. */
-    g_rcvbuf = (int)(c->connection_buffer_max / 4);
 
     h2o_hostconf_t *host = h2o_config_register_host(&g_config, h2o_iovec_init(H2O_STRLIT("default")),
                                                     65535);
@@ -963,12 +841,24 @@ void http_accept(http_loop *hl, h2o_socket_t *sock)
     hl->n_conns++;
     sock->on_close.cb = on_conn_close;
     sock->on_close.data = t;
+    h2o_accept(&hl->accept_ctx, sock);
+}
+
+void http_listener_setup(int fd, const conf *c)
+{
+    /* h2o reads all a socket holds, and Linux grows a TCP receive buffer to megabytes: a
+     * loop with a hundred pipelining clients readable at once then copied in tens of
+     * megabytes in one iteration (40 ms of CPU) while others waited. A sixteenth of
+     * connection-buffer-max (64 KiB by default; what one read then brings) bounds that,
+     * keeps h2o's input buffer far within connection-buffer-max, and is plenty for
+     * requests of at most 64 KiB. Set on the listener, so that every connection has it
+     * from its first segment on (the window is advertised from it). */
     struct sockaddr_storage sa;
     socklen_t len = sizeof(sa);
-    int fd = h2o_socket_get_fd(sock);
-    if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && sa.ss_family != AF_UNIX)
-        (void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &g_rcvbuf, sizeof(g_rcvbuf));
-    h2o_accept(&hl->accept_ctx, sock);
+    int rcvbuf = (int)(c->connection_buffer_max / 16);
+    if (getsockname(fd, (struct sockaddr *)&sa, &len) == 0 && sa.ss_family != AF_UNIX &&
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)) < 0)
+        log_warning("http: cannot set SO_RCVBUF on the listener: %m");
 }
 
 size_t http_loop_conns(const http_loop *hl)

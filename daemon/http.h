@@ -40,6 +40,9 @@ void http_loop_run_waiting(http_loop *hl, bool hangups);
 /* Whether requests wait for a turn (the loop should not sleep), or for buffers-max. */
 bool http_loop_has_ready(http_loop *hl);
 bool http_loop_has_waiting(http_loop *hl);
+/* Sets up an HTTP listening socket (its connections' receive buffer); main thread, before
+ * the loops start. */
+void http_listener_setup(int fd, const conf *c);
 /* Open connections (for the cap and the drain). */
 size_t http_loop_conns(const http_loop *hl);
 /* Drain: answers what was asked, keeps no connection alive, closes idle ones. */

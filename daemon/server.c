@@ -65,7 +65,10 @@
 #define DRAIN_TIMEOUT_MS 5000
 /* After the drain deadline, how long torn-down HTTP connections get to close. */
 #define ABORT_GRACE_MS 200
-#define ACCEPT_BATCH 64
+/* Connections a listener accepts per wake-up: a burst of hundreds is taken over several
+ * iterations, with other clients' calls between them, rather than set up (and read) in one
+ * iteration of tens of milliseconds. */
+#define ACCEPT_BATCH 16
 /* Descriptors kept back from connections, on top of a few per loop, for what must go on
  * working when clients hold all the others: the store (a file or S3 connections), the
  * cache, the log and the metrics push. */
@@ -1437,6 +1440,9 @@ int server_start(const conf *c, const listen_fd *lfds, size_t n)
     g_n_lfds = n;
     g_self_uid = geteuid();
     buffers_init(c->buffers_max);
+    for (size_t i = 0; i < n; i++)
+        if (lfds[i].kind == SOCK_HTTP)
+            http_listener_setup(lfds[i].fd, c);
     /* Every connection is a descriptor; keep some back (FD_RESERVE) for the rest. */
     struct rlimit rl;
     uint64_t limit = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY

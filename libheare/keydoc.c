@@ -424,7 +424,7 @@ int keydoc_parse(const char *buf, size_t len, json_t **ret_doc, bool *ret_was_v1
 
     if (!buf || len == 0)
         return errors_fail(reterr, -EBADMSG, "$: empty document");
-    doc = json_loadb(buf, len, JSON_DECODE_ANY, &jerr);
+    doc = json_util_loadb(buf, len, JSON_DECODE_ANY, &jerr);
     if (!doc)
         return errors_fail(reterr, -EBADMSG, "line %d column %d: %s", jerr.line, jerr.column,
                            jerr.text);

@@ -344,9 +344,10 @@ int keystore_add(keystore *ks, const keystore_entry *e, char **reterr)
     mark = a->len;
     if (keystore_text_put(a, "[", 1) < 0)
         goto oom;
-    for (const char *s = e->scopes.s, *end = s + e->scopes.len; s < end; s += strlen(s) + 1)
-        if ((s != e->scopes.s && keystore_text_put(a, ",", 1) < 0) ||
-            keystore_text_put_string(a, s, strlen(s)) < 0)
+    /* By offset: a key without scopes has no buffer, and NULL + 0 is undefined in C. */
+    for (size_t at = 0; at < e->scopes.len; at += strlen(e->scopes.s + at) + 1)
+        if ((at > 0 && keystore_text_put(a, ",", 1) < 0) ||
+            keystore_text_put_string(a, e->scopes.s + at, strlen(e->scopes.s + at)) < 0)
             goto oom;
     if (keystore_text_put(a, "]", 1) < 0)
         goto oom;

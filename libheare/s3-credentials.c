@@ -126,8 +126,7 @@ static int ini_take(const char *key, const char *want, const char *value, size_t
     return *field ? 0 : -ENOMEM;
 }
 
-/* Parses the INI text for [profile]. 1 if the section exists, 0 if not. */
-static int parse_shared(const char *text, const char *profile, s3_credentials *c)
+int s3_credentials_parse_shared(const char *text, const char *profile, s3_credentials *c)
 {
     bool in_profile = false, found = false;
 
@@ -204,7 +203,7 @@ static int from_shared_file(s3_credentials *c, char **reterr)
     if (r < 0)
         return errors_fail(reterr, r, "S3 credentials: cannot read %s: %m", path);
 
-    r = parse_shared(buf, profile, c);
+    r = s3_credentials_parse_shared(buf, profile, c);
     secret_wipe(buf, len);
     free(buf);
     if (r < 0)

@@ -25,3 +25,10 @@ int s3_credentials_load(s3_credentials *ret, char **reterr);
 
 /* Wipes and frees what c holds; c itself is left zeroed. */
 void s3_credentials_done(s3_credentials *c);
+
+/* Reads the shared credentials file's INI text (NUL-terminated) for [profile] into c:
+ * aws_access_key_id, aws_secret_access_key and aws_session_token, trimmed, the last of
+ * each counting; '#' and ';' lines are comments. Returns 1 if the section exists, 0 if not,
+ * -ENOMEM. Checks nothing else (s3_credentials_load does): c may be left half-set, to be
+ * freed with s3_credentials_done(). */
+int s3_credentials_parse_shared(const char *text, const char *profile, s3_credentials *c);

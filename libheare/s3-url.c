@@ -48,6 +48,17 @@ static bool dns_bucket(const char *b)
     return !strstr(b, "..");
 }
 
+/* Printable ASCII only: the endpoint goes as it is into the URL, the Host header and the
+ * canonical request that is signed, where a space, a control byte or a byte above 0x7e
+ * would end a line, split it, or be encoded otherwise by the server. */
+static bool printable(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s <= 0x20 || (unsigned char)*s >= 0x7f)
+            return false;
+    return true;
+}
+
 /* "http[s]://authority[/base]" → scheme, authority (host lowercased), base path without a
  * trailing '/'. */
 static int parse_endpoint(const char *ep, char **ret_scheme, char **ret_authority,
@@ -67,10 +78,10 @@ static int parse_endpoint(const char *ep, char **ret_scheme, char **ret_authorit
         return -ENOMEM;
 
     size_t n = strcspn(rest, "/");
-    if (n == 0 || strpbrk(ep, "@?# \t") || memchr(rest, '\0', n))
+    if (n == 0 || strpbrk(ep, "@?#") || !printable(ep))
         return errors_fail(reterr, -EINVAL,
                            "s3-endpoint '%s' must be http[s]://HOST[:PORT][/PATH] (no user, "
-                           "query or fragment)",
+                           "query or fragment), in printable ASCII without spaces",
                            ep);
     *ret_authority = strndup(rest, n);
     if (!*ret_authority)

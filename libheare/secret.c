@@ -72,9 +72,9 @@ int secret_unhex(const char *s, uint8_t ret[SECRET_DIGEST_LEN])
         uint8_t hi = unhex_table[(unsigned char)s[2 * i]];
         uint8_t lo = unhex_table[(unsigned char)s[2 * i + 1]];
         ok &= hi != 0 && lo != 0;
-        /* Unsigned: for a refused digit hi - 1 is -1 as an int, and shifting it is
-         * undefined; the byte is thrown away then, but the shift must still be defined. */
-        d[i] = (uint8_t)(((unsigned)hi - 1u) << 4 | (((unsigned)lo - 1u) & 0xfu));
+        /* Masked before the shift: for a byte that is no digit hi - 1 is -1, and shifting a
+         * negative value is undefined (the result is not used then, but computed). */
+        d[i] = (uint8_t)(((hi - 1) & 0xf) << 4 | ((lo - 1) & 0xf));
     }
     if (!ok)
         return -EINVAL;

@@ -10,7 +10,6 @@
  * Credentials are resolved at open (none found is an error then) and again before every
  * request: a rotated LoadCredential= file or credentials file takes effect on the next
  * poll, at the cost of reading a few small files every poll-interval. */
-#include <ctype.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -22,6 +21,7 @@
 
 #include "errors.h"
 #include "s3-credentials.h"
+#include "s3-response.h"
 #include "s3-url.h"
 #include "secret.h"
 #include "sigv4.h"
@@ -47,8 +47,7 @@ typedef struct s3_store {
 typedef struct response {
     long status;
     char *etag; /* as sent, quotes included */
-    char *body; /* NUL-terminated, at most ERROR_BODY_MAX; wiped when freed */
-    size_t len, alloc;
+    s3_error_body error; /* at most ERROR_BODY_MAX */
     /* A GET's 200 body goes here instead, with one begin() before its first byte. */
     CURL *curl;
     const store_sink *sink;
@@ -58,9 +57,7 @@ typedef struct response {
 
 static void response_done(response *resp)
 {
-    if (resp->body)
-        secret_wipe(resp->body, resp->alloc);
-    free(resp->body);
+    s3_error_body_done(&resp->error);
     free(resp->etag);
     *resp = (response){};
 }
@@ -182,18 +179,8 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *userdata)
     }
 
     /* An error answer: keep what fits, for its Code and Message. */
-    size_t keep = n < ERROR_BODY_MAX - resp->len ? n : ERROR_BODY_MAX - resp->len;
-    if (keep == 0)
-        return n;
-    if (!resp->body) {
-        resp->body = malloc(ERROR_BODY_MAX + 1);
-        if (!resp->body)
-            return n == 0 ? CURL_WRITEFUNC_ERROR : 0;
-        resp->alloc = ERROR_BODY_MAX + 1;
-    }
-    memcpy(resp->body + resp->len, data, keep);
-    resp->len += keep;
-    resp->body[resp->len] = '\0';
+    if (s3_error_body_append(&resp->error, data, n, ERROR_BODY_MAX) < 0)
+        return n == 0 ? CURL_WRITEFUNC_ERROR : 0;
     return n;
 }
 
@@ -202,42 +189,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *userdata)
     response *resp = userdata;
     size_t n = size * nmemb;
 
-    /* A new status line (after a 100 Continue, say) starts a new set of headers. */
-    if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
-        resp->etag = mfree(resp->etag);
-    else if (n > 5 && strncasecmp(data, "ETag:", 5) == 0) {
-        const char *v = data + 5, *end = data + n;
-        while (v < end && (*v == ' ' || *v == '\t'))
-            v++;
-        while (end > v && isspace((unsigned char)end[-1]))
-            end--;
-        free(resp->etag);
-        resp->etag = end > v ? strndup(v, (size_t)(end - v)) : NULL;
-    }
+    s3_response_header(data, n, &resp->etag);
     return n;
-}
-
-/* The text of <tag>…</tag> in an S3 error body, printable ASCII only, at most max bytes.
- * Writes "" if absent. */
-static void xml_element(const char *body, const char *tag, char *ret, size_t max)
-{
-    char open[32], close[32];
-    ret[0] = '\0';
-    if (!body)
-        return;
-    snprintf(open, sizeof(open), "<%s>", tag);
-    snprintf(close, sizeof(close), "</%s>", tag);
-    const char *a = strstr(body, open);
-    if (!a)
-        return;
-    a += strlen(open);
-    const char *b = strstr(a, close);
-    if (!b)
-        return;
-    size_t j = 0;
-    for (const char *p = a; p < b && j + 1 < max; p++)
-        ret[j++] = isprint((unsigned char)*p) ? *p : ' ';
-    ret[j] = '\0';
 }
 
 static int errno_for_curl(CURLcode c)
@@ -402,7 +355,7 @@ static int s3_fail(s3_store *s, int err, const char *method, const response *res
                    const char *code, char **reterr)
 {
     char message[MESSAGE_MAX];
-    xml_element(resp->body, "Message", message, sizeof(message));
+    s3_xml_element(resp->error.text, "Message", message, sizeof(message));
     return errors_fail(reterr, err, "%s: %s failed: HTTP %ld%s%s%s%s%s", s->where, method,
                        resp->status, code[0] ? " " : "", code, message[0] ? " (" : "", message,
                        message[0] ? ")" : "");
@@ -431,7 +384,7 @@ static int s3_load_locked(s3_store *s, const char *if_not_version, const store_s
                        reterr);
     if (r < 0)
         return r;
-    xml_element(resp.body, "Code", code, sizeof(code));
+    s3_xml_element(resp.error.text, "Code", code, sizeof(code));
 
     if (resp.status == 304 && conditional)
         r = 1;
@@ -483,7 +436,7 @@ static int s3_write_locked(s3_store *s, const char *expected_version, const char
                        NULL, &resp, reterr);
     if (r < 0)
         return r;
-    xml_element(resp.body, "Code", code, sizeof(code));
+    s3_xml_element(resp.error.text, "Code", code, sizeof(code));
 
     if (resp.status == 200) {
         r = 0;

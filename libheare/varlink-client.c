@@ -244,7 +244,7 @@ static int parse_reply(const char *msg, size_t len, json_t **ret_params, char **
                        bool *ret_continues)
 {
     json_error_t error;
-    _cleanup_json_ json_t *reply = json_loadb(msg, len, JSON_REJECT_DUPLICATES, &error);
+    _cleanup_json_ json_t *reply = json_util_loadb(msg, len, JSON_REJECT_DUPLICATES, &error);
     if (!json_is_object(reply))
         return -EPROTO;
 

@@ -98,7 +98,7 @@ int varlink_call_parse(const char *msg, size_t len, varlink_call *ret, const cha
     /* JSON_DECODE_ANY so a bare scalar is reported as "not a JSON object" rather than as
      * a syntax error; the trailing-garbage check of json_loadb stays on. */
     _cleanup_json_ json_t *message =
-        json_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
+        json_util_loadb(msg, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &error);
     json_t *unfit = NULL;
     bool lenient = false;
     if (!message && json_error_code(&error) == json_error_duplicate_key) {

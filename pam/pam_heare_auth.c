@@ -1,5 +1,6 @@
 /* pam_heare_auth: lets a PAM service accept an API key as the password, by asking
- * heare-authd's io.heare.Auth.Verify over the verify socket (the library's Varlink client).
+ * heare-authd's io.heare.Auth.Verify over the verify socket (libheare-auth's client code,
+ * linked in statically).
  *
  * Safe in any host process: no global or static mutable state (everything lives on the
  * stack of one call, or in the PAM handle), no threads, no signal handlers, the socket is
@@ -20,12 +21,11 @@
 #include "ids.h"
 #include "json-util.h"
 #include "pam-options.h"
+#include "heare-auth-internal.h"
 #include "timeutil.h"
-#include "varlink-client.h"
 
 #define PROMPT "API key: "
 #define SECRET_PREFIX "sec_"
-#define VERIFY_METHOD "io.heare.Auth.Verify"
 /* pam_set_data name of what acct_mgmt should say about the key authenticate saw. */
 #define DATA_ACCT "pam_heare_auth_acct"
 #define LOG_TEXT_MAX 64
@@ -53,14 +53,6 @@ static void key_buf_set(key_buf *k, const char *s)
     k->len = strnlen(s, IDS_PRESENTED_MAX + 1);
     memcpy(k->buf, s, k->len);
     k->buf[k->len] = '\0';
-}
-
-/* A json_t string holding the key: wiped before it is let go. */
-static void json_key_wipe_and_decrefp(json_t **p)
-{
-    if (*p && json_is_string(*p))
-        explicit_bzero((char *)json_string_value(*p), json_string_length(*p));
-    json_decref(*p);
 }
 
 /* A copy of s fit for one log line: at most LOG_TEXT_MAX bytes, control and non-ASCII
@@ -137,45 +129,27 @@ static int token_from_prompt(pam_handle_t *pamh, key_buf *k)
     return r;
 }
 
-/* One Verify call, connect, write and read all within timeout_ms. Returns 0 with *ret_reply,
- * 1 with *ret_error (a Varlink error reply), or -errno (-ETIMEDOUT, -ENOENT, ...). */
+/* One Verify call through the client library, connect, write and read all within one
+ * deadline of timeout_ms. Returns 0 with *ret, or -errno (-ETIMEDOUT, -ENOENT, -EPROTO for
+ * a reply that is not a Verify answer, ...); *c stays the caller's to close, and after
+ * -EINVAL or -EPROTO names the error reply, if that is what came. */
 static int verify_key(const pam_options *o, const char *service, const key_buf *k,
-                      json_t **ret_reply, char **ret_error)
+                      heare_auth **c, heare_auth_result *ret)
 {
-    int64_t deadline = timeutil_monotonic_ms() + o->timeout_ms;
-    _cleanup_json_ json_t *params = json_object();
-    _cleanup_(json_key_wipe_and_decrefp) json_t *key = json_stringn(k->buf, k->len);
-    _cleanup_(varlink_client_freep) varlink_client *c = NULL;
     char ua[USER_AGENT_MAX + 1], text[LOG_TEXT_MAX + 1];
     int r;
 
-    if (!params || !key)
-        return -ENOMEM;
-    if (json_object_set(params, "key", key) < 0)
-        return -ENOMEM;
-    if (o->scope && json_object_set_new(params, "scope", json_string(o->scope)) < 0)
-        return -ENOMEM;
     snprintf(ua, sizeof(ua), "pam_heare_auth (%s)", log_text(service, text));
-    if (json_object_set_new(params, "user_agent", json_string(ua)) < 0)
-        return -ENOMEM;
-
-    int64_t left = deadline - timeutil_monotonic_ms();
-    if (left <= 0)
-        return -ETIMEDOUT;
-    r = varlink_client_connect(o->socket, (int)left, &c);
+    r = heare_auth_open(c, o->socket, o->timeout_ms);
     if (r < 0)
         return r;
-    /* What connect left of the deadline is all the call gets. */
-    left = deadline - timeutil_monotonic_ms();
-    if (left <= 0)
-        return -ETIMEDOUT;
-    r = varlink_client_set_timeout(c, (int)left);
-    if (r < 0)
-        return r;
-    return varlink_client_call(c, VERIFY_METHOD, params, 0, ret_reply, ret_error, NULL);
+    /* looks_like_key let only printable ASCII through: buf is the key as a C string. */
+    heare_auth_request req = {.key = k->buf, .scope = o->scope, .user_agent = ua};
+    return heare_auth_verify_request(*c, &req, ret);
 }
 
-static bool user_matches(const pam_options *o, const json_t *reply, const char *user)
+static bool user_matches(const pam_options *o, heare_auth *c, const heare_auth_result *res,
+                         const char *user)
 {
     const char *want = NULL;
 
@@ -183,12 +157,14 @@ static bool user_matches(const pam_options *o, const json_t *reply, const char *
     case USER_MATCH_NONE:
         return true;
     case USER_MATCH_NAME:
-        want = json_string_value(json_object_get(reply, "name"));
+        want = res->name;
         break;
-    case USER_MATCH_METADATA:
-        want = json_string_value(
-            json_object_get(json_object_get(reply, "metadata"), o->user_field));
-        break;
+    case USER_MATCH_METADATA: {
+        _cleanup_json_ json_t *metadata =
+            res->metadata_json ? json_loads(res->metadata_json, 0, NULL) : NULL;
+        want = json_string_value(json_object_get(metadata, o->user_field));
+        return want && user && strcmp(want, user) == 0;
+    }
     }
     return want && user && strcmp(want, user) == 0;
 }
@@ -198,8 +174,8 @@ static bool user_matches(const pam_options *o, const json_t *reply, const char *
 static int check_key(pam_handle_t *pamh, const pam_options *o, const char *service,
                      const char *user, const key_buf *k, bool *ret_expired)
 {
-    _cleanup_json_ json_t *reply = NULL;
-    _cleanup_free_ char *error = NULL;
+    _cleanup_(heare_auth_closep) heare_auth *c = NULL;
+    heare_auth_result res;
     char ubuf[LOG_TEXT_MAX + 1], ibuf[LOG_TEXT_MAX + 1], ebuf[LOG_TEXT_MAX + 1];
     const char *u = log_text(user, ubuf);
 
@@ -212,35 +188,34 @@ static int check_key(pam_handle_t *pamh, const pam_options *o, const char *servi
     }
 
     int64_t t0 = timeutil_monotonic_ms();
-    int r = verify_key(o, service, k, &reply, &error);
+    int r = verify_key(o, service, k, &c, &res);
     long long ms = (long long)(timeutil_monotonic_ms() - t0);
 
+    if (r < 0 && heare_auth__error_name(c)) {
+        pam_syslog(pamh, LOG_ERR, "cannot verify the key of user %s: %s answered %s", u,
+                   o->socket, log_text(heare_auth__error_name(c), ebuf));
+        return PAM_AUTHINFO_UNAVAIL;
+    }
+    if (r == -EPROTO) {
+        pam_syslog(pamh, LOG_ERR, "cannot verify the key of user %s: %s sent a reply that is "
+                   "not a Verify answer (after %lld ms)", u, o->socket, ms);
+        return PAM_AUTHINFO_UNAVAIL;
+    }
     if (r < 0) {
         errno = -r;
         pam_syslog(pamh, LOG_ERR, "cannot verify the key of user %s: %s: %m (after %lld ms)", u,
                    o->socket, ms);
         return PAM_AUTHINFO_UNAVAIL;
     }
-    if (r > 0) {
-        pam_syslog(pamh, LOG_ERR, "cannot verify the key of user %s: %s answered %s", u,
-                   o->socket, log_text(error, ebuf));
-        return PAM_AUTHINFO_UNAVAIL;
-    }
 
-    const char *code = json_string_value(json_object_get(reply, "code"));
-    const char *id = log_text(json_string_value(json_object_get(reply, "key_id")), ibuf);
-    if (!code || !json_is_boolean(json_object_get(reply, "valid"))) {
-        pam_syslog(pamh, LOG_ERR, "cannot verify the key of user %s: %s sent a reply without "
-                   "valid and code", u, o->socket);
-        return PAM_AUTHINFO_UNAVAIL;
-    }
+    const char *id = log_text(res.key_id, ibuf);
     if (o->debug)
         pam_syslog(pamh, LOG_DEBUG, "Verify%s%s on %s: %s, key %s, %lld ms",
                    o->scope ? " scope=" : "", o->scope ? o->scope : "", o->socket,
-                   log_text(code, ebuf), id, ms);
+                   log_text(res.code, ebuf), id, ms);
 
-    if (json_is_true(json_object_get(reply, "valid")) && strcmp(code, "VALID") == 0) {
-        if (!user_matches(o, reply, user)) {
+    if (res.valid && strcmp(res.code, "VALID") == 0) {
+        if (!user_matches(o, c, &res, user)) {
             pam_syslog(pamh, LOG_NOTICE,
                        "authentication failure for user %s: key %s belongs to another user", u,
                        id);
@@ -250,11 +225,10 @@ static int check_key(pam_handle_t *pamh, const pam_options *o, const char *servi
         return PAM_SUCCESS;
     }
 
-    *ret_expired = strcmp(code, "EXPIRED") == 0 || strcmp(code, "DISABLED") == 0;
+    *ret_expired = strcmp(res.code, "EXPIRED") == 0 || strcmp(res.code, "DISABLED") == 0;
     /* NOT_FOUND and MALFORMED come without a key id. */
     pam_syslog(pamh, LOG_NOTICE, "authentication failure for user %s: %s%s%s", u,
-               log_text(code, ebuf), json_is_string(json_object_get(reply, "key_id")) ? " key " : "",
-               json_is_string(json_object_get(reply, "key_id")) ? id : "");
+               log_text(res.code, ebuf), res.key_id ? " key " : "", res.key_id ? id : "");
     return PAM_AUTH_ERR;
 }
 

@@ -499,6 +499,19 @@ static void test_bad_documents(void)
     }
 }
 
+/* A NUL byte is no JSON anywhere; jansson alone drops one right after a number or a
+ * literal, which fuzz-json-lenient found. */
+static void test_nul_byte(void)
+{
+    static const char text[] = "{\"version\": 2\0, \"keys\": [],\n \"x\": true\0}";
+    json_t *doc = NULL;
+    _cleanup_free_ char *err = NULL;
+
+    CHECK_INT(keydoc_parse(text, sizeof(text) - 1, &doc, NULL, &err), -EBADMSG);
+    CHECK(doc == NULL);
+    CHECK(check_contains(err, "line 1 column 14: NUL byte"));
+}
+
 /* keydoc_validate on trees built in memory, with reterr NULL and set. */
 static void test_validate_trees(void)
 {
@@ -570,6 +583,7 @@ int main(void)
     test_absent_nullable();
     test_new_and_validate();
     test_bad_documents();
+    test_nul_byte();
     test_validate_trees();
     test_many_keys();
     printf("keydoc: %zu bad documents checked\n", ELEMENTSOF(bad_cases));

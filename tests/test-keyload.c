@@ -214,6 +214,10 @@ static const giveup giveups[] = {
     {"{\"version\":2,\"keys\":[]}\n\"\n", false},
     {"{\"version\":2,\"keys\":[]", false},
     {"{\"version\":2,\"keys\":[],}", false},
+    /* white space to yajl, not to RFC 8259 or jansson (found by fuzz-keyload) */
+    {"{\"version\":2,\v\"keys\":[]}", false},
+    {"{\"version\":2,\"keys\":[]\f}", false},
+    {"\f{\"version\":2,\"keys\":[]}", false},
     {"{\"version\":2,\"keys\":[1]}", false},
     {DOC(KEY("key_A", SECRET(HEX1, "null")) "," KEY("key_A", SECRET(HEX2, "null"))), false},
     {DOC(KEY("key_A", SECRET(HEX1, "null")) "," KEY("key_B", SECRET(HEX1, "null"))), false},

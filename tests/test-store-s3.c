@@ -103,6 +103,11 @@ static void test_targets(void)
         {"s3://bucket/x", {.s3_endpoint = "ftp://h"}, "not an http:// or https:// URL"},
         {"s3://bucket/x", {.s3_endpoint = "http://user:pw@h"}, "no user, query or fragment"},
         {"s3://bucket/x", {.s3_endpoint = "http:///x"}, "HOST[:PORT]"},
+        /* Found by fuzz-s3-url: the configuration takes bytes above 0x7e, which went as
+         * they were into the URL and the signed path. */
+        {"s3://bucket/x", {.s3_endpoint = "http://h/b\xc3\xa9"}, "printable ASCII"},
+        {"s3://bucket/x", {.s3_endpoint = "http://h\x7f/"}, "printable ASCII"},
+        {"s3://bucket/x", {.s3_endpoint = "http://h/a b"}, "without spaces"},
         {"s3://bucket/x", {.s3_addressing = "sideways"}, "not virtual or path"},
     };
     for (size_t i = 0; i < ELEMENTSOF(bad); i++) {

@@ -238,6 +238,10 @@ static const struct bad_call bad_calls[] = {
     {"{\"method\":\"a.B\",}", 0, "not JSON"},
     {"{\"method\":\"a\xff.B\"}", 0, "not JSON"},
     {"{\"method\":\"a.B\"}\0", sizeof("{\"method\":\"a.B\"}\0") - 1, "not JSON"},
+    /* jansson drops a NUL right after a number or a literal (found by fuzz-json-lenient) */
+    {"{\"method\":\"a.B\",\"oneway\":true\0}", sizeof("{\"method\":\"a.B\",\"oneway\":true\0}") - 1,
+     "not JSON"},
+    {"{\"method\":\"a.B\",\"x\":1\0}", sizeof("{\"method\":\"a.B\",\"x\":1\0}") - 1, "not JSON"},
     {"{\"method\":\"a.B\",\"method\":\"a.C\"}", 0, "duplicate member name"},
     {"[]", 0, "not a JSON object"},
     {"[{\"method\":\"a.B\"}]", 0, "not a JSON object"},

@@ -14,6 +14,18 @@ import time
 
 PYTHON = "/usr/bin/python3"
 
+# The daemon's threads and the canary's run at this nice level, the attackers at 19: the
+# bounds are about how the daemon shares itself between its clients, not about whatever
+# else a shared test machine runs meanwhile (a parallel build took the canary past 300 ms
+# with every thread of the daemon idle).
+WATCHED_NICE = -10
+
+
+def prioritize(pid):
+    """Sets every thread of process pid to WATCHED_NICE."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.setpriority(os.PRIO_PROCESS, int(tid), WATCHED_NICE)
+
 # The attackers' process: opens its connections, writes its bytes to each without reading
 # a reply (non-blocking, round robin, so one full socket does not stop the others), says
 # "flooded" with the bytes written and holds the connections until stdin closes.
@@ -128,6 +140,7 @@ class Canary(threading.Thread):
         return dt
 
     def run(self):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), WATCHED_NICE)
         while not self._stop_event.is_set():
             try:
                 self.latencies.append(self.call())

@@ -41,7 +41,7 @@ PAM_OPTIONS = ["socket=", "scope=", "user_match=", "timeout_ms=", "debug", "use_
 
 
 def expected_pages():
-    pages = ["heare-authd.8", "heare-auth.1", "heare-authd.conf.5"]
+    pages = ["heare-authd.8", "heare-auth.1", "heare-authd.conf.5", "heare-auth.3"]
     # pam_heare_auth(8) is built with the module: unconditional once pam/ is in the tree.
     if HAVE_PAM:
         pages.append("pam_heare_auth.8")
@@ -81,7 +81,7 @@ def run(argv):
 def test_every_source_is_built():
     sources = sorted(os.path.basename(p)[:-4] for p in glob.glob(os.path.join(MAN_SRC, "*.scd")))
     assert sources == sorted(["heare-authd.8", "heare-auth.1", "heare-authd.conf.5",
-                              "pam_heare_auth.8"])
+                              "heare-auth.3", "pam_heare_auth.8"])
     for page in expected_pages():
         assert os.path.getsize(page_path(page)) > 1000, page
 
@@ -92,6 +92,21 @@ def test_mandoc_lint_clean(page):
                          text=True, timeout=60)
     out = (res.stdout + res.stderr).strip()
     assert res.returncode == 0 and out == "", out
+
+
+def test_library_page_names_the_whole_header():
+    """heare-auth(3) names every function, type, field and error the header declares."""
+    text = page_text("heare-auth.3")
+    with open(os.path.join(ROOT, "client", "heare-auth.h")) as f:
+        header = f.read()
+    names = set(re.findall(r"\b(heare_auth\w*)\b", header))
+    fields = re.findall(r"\b(\w+)\s*;", re.sub(r"/\*.*?\*/", "", header, flags=re.S))
+    fields += re.findall(r"\*(\w+), \*", header) + re.findall(r", \*(\w+),", header)
+    errors = re.findall(r"(-E[A-Z]+)", header)
+    assert {"heare_auth_open", "heare_auth_verify_request", "heare_auth_result"} <= names
+    missing = [n for n in sorted(names | set(fields) | set(errors))
+               if n != "heare_auth" and not has_token(text, n)]
+    assert not missing, f"not in heare-auth(3): {missing}"
 
 
 def test_daemon_help_options_in_man():

@@ -4,6 +4,7 @@ private root (dpkg --root, maintainer scripts run chrootless with DPKG_ROOT, so 
 system user, directories and unit enablement happen in that root, never on this
 machine) with every file where it belongs; nothing is started without systemd running;
 purging removes them again."""
+import fnmatch
 import glob
 import hashlib
 import os
@@ -38,6 +39,15 @@ HEARE_AUTH_FILES = [
     "usr/share/doc/heare-auth/copyright",
     "usr/share/doc/heare-auth/operator-guide.md.gz",
 ]
+# The client packages: the C library, its development files, the Python module.
+CLIENT_FILES = {
+    "libheare-auth0": ["usr/lib/*/libheare-auth.so.0", "usr/lib/*/libheare-auth.so.0.*"],
+    "libheare-auth-dev": ["usr/include/heare-auth.h", "usr/lib/*/libheare-auth.so",
+                          "usr/lib/*/pkgconfig/heare-auth.pc",
+                          "usr/share/man/man3/heare-auth.3.gz",
+                          "usr/share/doc/libheare-auth-dev/clients.md.gz"],
+    "python3-heare-auth": ["usr/lib/python3/dist-packages/heare_auth.py"],
+}
 
 
 def project_version():
@@ -80,7 +90,7 @@ def deb(debs, name):
 
 def test_packages_built_with_the_project_version(debs):
     version = project_version()
-    names = ["heare-auth"] + (["libpam-heare-auth"] if HAVE_PAM else [])
+    names = ["heare-auth"] + (["libpam-heare-auth"] if HAVE_PAM else []) + list(CLIENT_FILES)
     for name in names:
         assert run(["dpkg-deb", "-f", deb(debs, name), "Version"]).stdout.strip() == version
     if not HAVE_PAM:
@@ -118,6 +128,34 @@ def test_heare_auth_contents(debs):
             assert "/etc/heare-auth/heare-authd.conf" in f.read().split()
     finally:
         shutil.rmtree(ctl)
+
+
+def test_client_packages(debs):
+    for name, patterns in CLIENT_FILES.items():
+        listing = run(["dpkg-deb", "-c", deb(debs, name)]).stdout
+        paths = [l.split()[5].lstrip("./") for l in listing.splitlines()]
+        for pattern in patterns:
+            assert any(fnmatch.fnmatch(p, pattern) for p in paths), (name, pattern, paths)
+    # The library's ABI is pinned by a symbols file with every exported name; its users
+    # depend on it through shlibs, the -dev package on exactly this version of it.
+    ctl = tempfile.mkdtemp()
+    try:
+        run(["dpkg-deb", "-e", deb(debs, "libheare-auth0"), ctl])
+        with open(os.path.join(ctl, "symbols")) as f:
+            symbols = f.read()
+    finally:
+        shutil.rmtree(ctl)
+    for fn in ("open", "verify", "verify_request", "close", "strerror"):
+        assert f" heare_auth_{fn}@HEARE_AUTH_0 " in symbols, symbols
+    assert symbols.startswith("libheare-auth.so.0 libheare-auth0 ")
+    dev = run(["dpkg-deb", "-f", deb(debs, "libheare-auth-dev"), "Depends"]).stdout
+    assert f"libheare-auth0 (= {project_version()})" in dev
+    py = run(["dpkg-deb", "-f", deb(debs, "python3-heare-auth"), "Depends", "Architecture"])
+    assert "python3" in py.stdout and "Architecture: all" in py.stdout
+    # The CLI and the PAM module carry the client code themselves.
+    for name in ["heare-auth"] + (["libpam-heare-auth"] if HAVE_PAM else []):
+        assert "libheare-auth" not in run(["dpkg-deb", "-f", deb(debs, name),
+                                           "Depends"]).stdout
 
 
 def test_maintainer_scripts_start_nothing_without_systemd(debs):
@@ -183,9 +221,33 @@ def dpkg_root(root, *args):
 
 def test_install_into_a_root_and_purge(debs, instroot):
     before = {p: digest(p) for p in HOST_FILES}
-    pkgs = [deb(debs, "heare-auth")] + ([deb(debs, "libpam-heare-auth")] if HAVE_PAM else [])
+    pkgs = [deb(debs, "heare-auth")] + ([deb(debs, "libpam-heare-auth")] if HAVE_PAM else []) \
+        + [deb(debs, name) for name in CLIENT_FILES]
     dpkg_root(instroot, "-i", *pkgs)
     r = lambda p: os.path.join(instroot, p)
+
+    # A program builds against the installed development files and runs on the installed
+    # library; the installed Python module imports.
+    libdir = os.path.dirname(glob.glob(r("usr/lib/*/libheare-auth.so"))[0])
+    src = r("tmp-example.c")
+    with open(src, "w") as f:
+        f.write("#include <heare-auth.h>\n#include <stdio.h>\nint main(void) {\n"
+                "    heare_auth *c;\n    heare_auth_result res;\n"
+                "    if (heare_auth_open(&c, \"/nonexistent/verify.sock\", 200) < 0)\n"
+                "        return 3;\n"
+                "    int r = heare_auth_verify(c, \"sec_x\", NULL, &res);\n"
+                "    puts(heare_auth_strerror(r));\n    heare_auth_close(c);\n"
+                "    return 0;\n}\n")
+    pc_env = dict(os.environ, PKG_CONFIG_SYSROOT_DIR=instroot,
+                  PKG_CONFIG_LIBDIR=os.path.join(libdir, "pkgconfig"))
+    flags = run(["pkg-config", "--cflags", "--libs", "heare-auth"], env=pc_env).stdout.split()
+    run(["cc", "-o", r("tmp-example"), src] + flags)
+    out = run([r("tmp-example")], env=dict(os.environ, LD_LIBRARY_PATH=libdir)).stdout
+    assert out == "no heare-authd socket at that path (is heare-authd running?)\n", out
+    os.unlink(src)
+    os.unlink(r("tmp-example"))
+    run(["/usr/bin/python3", "-c", "import heare_auth; print(heare_auth.DEFAULT_SOCKET)"],
+        env=dict(os.environ, PYTHONPATH=r("usr/lib/python3/dist-packages")))
 
     for p in HEARE_AUTH_FILES:
         assert os.path.exists(r(p)), p
@@ -244,8 +306,11 @@ def test_install_into_a_root_and_purge(debs, instroot):
     # Nothing on this machine changed.
     assert {p: digest(p) for p in HOST_FILES} == before
 
-    names = ["heare-auth"] + (["libpam-heare-auth"] if HAVE_PAM else [])
+    names = ["heare-auth"] + (["libpam-heare-auth"] if HAVE_PAM else []) + list(CLIENT_FILES)
     dpkg_root(instroot, "--purge", *reversed(names))
+    for patterns in CLIENT_FILES.values():
+        for pattern in patterns:
+            assert not glob.glob(r(pattern)), f"{pattern} left after purge"
     for p in HEARE_AUTH_FILES:
         assert not os.path.exists(r(p)), f"{p} left after purge"
     assert not os.path.exists(os.path.join(wants, "heare-authd.socket"))

@@ -63,7 +63,8 @@ def test_spec_parses_and_matches_the_project_version():
 
 
 def test_packages(rpms):
-    assert set(rpms) == {"heare-auth"} | ({"pam_heare_auth"} if HAVE_PAM else set())
+    assert set(rpms) == {"heare-auth", "heare-auth-libs", "heare-auth-devel",
+                         "python3-heare-auth"} | ({"pam_heare_auth"} if HAVE_PAM else set())
 
 
 def test_contents(rpms):
@@ -83,3 +84,18 @@ def test_contents(rpms):
         pam = run(["rpm", "-qlp", rpms["pam_heare_auth"]]).split()
         assert any(f.endswith("/security/pam_heare_auth.so") for f in pam), pam
         assert any("pam_heare_auth.8" in f for f in pam), pam
+
+
+def test_client_packages(rpms):
+    libs = run(["rpm", "-qlp", rpms["heare-auth-libs"]]).split()
+    assert any(re.search(r"/libheare-auth\.so\.0$", f) for f in libs), libs
+    assert any(re.search(r"/libheare-auth\.so\.0\.\d", f) for f in libs), libs
+    devel = run(["rpm", "-qlp", rpms["heare-auth-devel"]]).split()
+    for want in (r"^/usr/include/heare-auth\.h$", r"/libheare-auth\.so$",
+                 r"/pkgconfig/heare-auth\.pc$", r"/man3/heare-auth\.3", r"/clients\.md$"):
+        assert any(re.search(want, f) for f in devel), (want, devel)
+    assert "heare-auth-libs" in run(["rpm", "-qRp", rpms["heare-auth-devel"]])
+    py = run(["rpm", "-qlp", rpms["python3-heare-auth"]]).split()
+    assert any(f.endswith("-packages/heare_auth.py") for f in py), py
+    provides = run(["rpm", "-qp", "--provides", rpms["heare-auth-libs"]])
+    assert "libheare-auth.so.0" in provides, provides
