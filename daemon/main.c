@@ -375,22 +375,44 @@ static log_target choose_log_target(const conf *c)
     return getenv("JOURNAL_STREAM") ? LOG_TARGET_JOURNAL : LOG_TARGET_JSON;
 }
 
+/* The descriptor table is sized up front to this many slots (or the limit, if lower). */
+#define FD_TABLE_PRESIZE 65536
+
 /* One descriptor per connection: the soft limit (1024 under systemd, whatever the unit's
  * LimitNOFILE= hard limit) would make a few hundred idle clients enough to refuse the rest.
- * select() is never used, so nothing here needs descriptors below 1024. */
-static void raise_fd_limit(void)
+ * select() is never used, so nothing here needs descriptors below 1024.
+ *
+ * Then the table is grown at once, before any thread starts. Linux grows a process's table
+ * by doubling it, and in a process of several threads each growth waits for an RCU grace
+ * period (tens of milliseconds) with the table locked: every loop that accepts or closes a
+ * connection waits with it, so a burst of new connections would stall every client at each
+ * of 128, 256, 512... descriptors. A process of one thread grows it without waiting. */
+static void setup_fd_limit(void)
 {
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur >= rl.rlim_max)
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
         return;
-    rlim_t was = rl.rlim_cur;
-    rl.rlim_cur = rl.rlim_max;
-    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
-        log_warning("cannot raise the descriptor limit from %llu to %llu: %m",
-                    (unsigned long long)was, (unsigned long long)rl.rlim_max);
-    else
-        log_debug("descriptor limit raised from %llu to %llu", (unsigned long long)was,
-                  (unsigned long long)rl.rlim_max);
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) < 0) {
+            log_warning("cannot raise the descriptor limit from %llu to %llu: %m",
+                        (unsigned long long)was, (unsigned long long)rl.rlim_max);
+            rl.rlim_cur = was;
+        } else {
+            log_debug("descriptor limit raised from %llu to %llu", (unsigned long long)was,
+                      (unsigned long long)rl.rlim_max);
+        }
+    }
+    int top = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > FD_TABLE_PRESIZE
+                  ? FD_TABLE_PRESIZE - 1
+                  : (int)rl.rlim_cur - 1;
+    _cleanup_close_ int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    int high = fcntl(fd, F_DUPFD_CLOEXEC, top);
+    if (high >= 0)
+        close(high);
 }
 
 int main(int argc, char **argv)
@@ -484,7 +506,7 @@ int main(int argc, char **argv)
     if (c.log_verify == CONF_LOG_VERIFY_AUTO)
         c.log_verify = target == LOG_TARGET_JOURNAL ? CONF_LOG_VERIFY_SUMMARY
                                                     : CONF_LOG_VERIFY_ALL;
-    raise_fd_limit();
+    setup_fd_limit();
 
     /* Signals are taken synchronously by this thread; every thread inherits the mask. */
     sigset_t mask;

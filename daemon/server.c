@@ -59,9 +59,11 @@
 /* An output buffer larger than this is freed once empty instead of kept for the next
  * replies: a burst does not leave a connection holding megabytes. */
 #define BUF_KEEP_MAX (64 * 1024)
-/* The most one read can add to a Varlink connection's input: a local peer cannot queue
- * more than its socket's send buffer (net.core.wmem_max, 208 KiB by default). */
-#define READ_MAX (256 * 1024)
+/* The most one read adds to a Varlink connection's input. h2o's own reads take all the
+ * socket holds (a local peer can queue up to its send buffer, 208 KiB by default): a few
+ * hundred connections that start writing at once would take one iteration of tens of
+ * milliseconds to read. What is left waits for the next iteration. */
+#define READ_CHUNK (16 * 1024)
 #define DRAIN_TIMEOUT_MS 5000
 /* After the drain deadline, how long torn-down HTTP connections get to close. */
 #define ABORT_GRACE_MS 200
@@ -120,6 +122,9 @@ struct worker {
      * those whose own share was spent. */
     h2o_linklist_t ready_first, ready;
     h2o_linklist_t waiting; /* connections held back by buffers-max */
+    /* Closed connections whose buffers are still to free: a connection's megabyte takes
+     * a fraction of a millisecond to give back, and hundreds may close together. */
+    h2o_linklist_t freeing;
     turns turns;
     h2o_timeout_t pass_timeout; /* due at once */
     h2o_timeout_entry_t pass_entry;
@@ -660,8 +665,9 @@ static void uid_release(uid_t uid)
 
 /* ---- connection life ---- */
 
-static void conn_free(conn *c)
+static void conn_free_now(conn *c)
 {
+    buffers_set(&c->held, 0);
     if (c->wipe_output) {
         secret_wipe(c->out, c->out_cap);
         secret_wipe(c->wbuf, c->wbuf_cap);
@@ -670,6 +676,27 @@ static void conn_free(conn *c)
     free(c->wbuf);
     free(c->unit);
     free(c);
+}
+
+/* Frees a closed connection: at once if its buffers are small, else in a later pass of
+ * the loop (free_closed), within the turns, and counted in buffers-max until then. */
+static void conn_free(conn *c)
+{
+    if (c->out_cap + c->wbuf_cap <= BUF_KEEP_MAX)
+        conn_free_now(c);
+    else
+        h2o_linklist_insert(&c->w->freeing, &c->link);
+}
+
+static void free_closed(worker *w)
+{
+    while (!h2o_linklist_is_empty(&w->freeing)) {
+        conn *c = H2O_STRUCT_FROM_MEMBER(conn, link, w->freeing.next);
+        h2o_linklist_unlink(&c->link);
+        conn_free_now(c);
+        if (turns_over(&w->turns))
+            break;
+    }
 }
 
 static void conn_close(conn *c)
@@ -683,7 +710,6 @@ static void conn_close(conn *c)
     h2o_linklist_unlink(&c->link);
     if (h2o_linklist_is_linked(&c->queue_link))
         h2o_linklist_unlink(&c->queue_link);
-    buffers_set(&c->held, 0);
     c->w->n_conns--;
     atomic_fetch_sub_explicit(&c->w->load, 1, memory_order_relaxed);
     if (c->uid_counted) {
@@ -813,7 +839,7 @@ static void conn_update_reading(conn *c)
     bool want = !c->pending_job && !c->close_after_flush && !c->eof && !c->w->stopping &&
                 !h2o_linklist_is_linked(&c->queue_link) &&
                 conn_buffered(c) < g_conf->connection_buffer_max;
-    if (want && !buffers_may_read(c->held, READ_MAX)) {
+    if (want && !buffers_may_read(c->held, READ_CHUNK)) {
         want = false;
         conn_queue(c, &c->w->waiting);
     }
@@ -902,17 +928,41 @@ static void conn_process(conn *c)
     }
 }
 
+/* Reads at most READ_CHUNK of what the peer sent; whatever is left is read on the loop's
+ * next iteration (the loop polls level-triggered). Returns false if c was closed. */
+static bool conn_read(conn *c)
+{
+    h2o_iovec_t buf = h2o_buffer_reserve(&c->sock->input, READ_CHUNK);
+    if (!buf.base) {
+        conn_close(c);
+        return false;
+    }
+    ssize_t n;
+    do
+        n = read(h2o_socket_get_fd(c->sock), buf.base, buf.len < READ_CHUNK ? buf.len : READ_CHUNK);
+    while (n < 0 && errno == EINTR);
+    if (n > 0) {
+        c->sock->input->size += (size_t)n;
+    } else if (n == 0) {
+        c->eof = true;
+        h2o_socket_read_stop(c->sock);
+        c->reading = false;
+    } else if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        conn_close(c);
+        return false;
+    }
+    return true;
+}
+
 static void on_read(h2o_socket_t *sock, const char *err)
 {
     conn *c = sock->data;
-    if (err == h2o_socket_error_closed) {
-        c->eof = true;
-        h2o_socket_read_stop(sock);
-        c->reading = false;
-    } else if (err) {
+    if (err) {
         conn_close(c);
         return;
     }
+    if (!conn_read(c))
+        return;
     /* Activity: restart the idle clock. */
     if (h2o_timeout_is_linked(&c->idle_entry))
         h2o_timeout_unlink(&c->idle_entry);
@@ -964,6 +1014,7 @@ static void conn_new(worker *w, h2o_socket_t *sock, sock_kind kind, const struct
     w->n_conns++;
     h2o_timeout_link(w->loop, &w->idle_timeout, &c->idle_entry);
     c->reading = true;
+    h2o_socket_dont_read(sock, 1); /* conn_read reads, a chunk at a time */
     h2o_socket_read_start(sock, on_read);
 }
 
@@ -1254,6 +1305,7 @@ static void on_pass(h2o_timeout_entry_t *entry)
     serve_queue(w, &w->ready_first);
     serve_queue(w, &w->ready);
     http_loop_run_ready(w->http);
+    free_closed(w);
 }
 
 /* The connections held back by buffers-max are looked at again (those still over it wait
@@ -1281,7 +1333,7 @@ static void worker_arm_queues(worker *w)
     turns_next(&w->turns);
     buffers_note_conns(conns_total());
     if ((!h2o_linklist_is_empty(&w->ready_first) || !h2o_linklist_is_empty(&w->ready) ||
-         http_loop_has_ready(w->http)) &&
+         http_loop_has_ready(w->http) || !h2o_linklist_is_empty(&w->freeing)) &&
         !h2o_timeout_is_linked(&w->pass_entry))
         h2o_timeout_link(w->loop, &w->pass_timeout, &w->pass_entry);
     if ((!h2o_linklist_is_empty(&w->waiting) || http_loop_has_waiting(w->http)) &&
@@ -1401,6 +1453,7 @@ static int worker_init(worker *w, const listen_fd *lfds, size_t n)
     h2o_linklist_init_anchor(&w->ready_first);
     h2o_linklist_init_anchor(&w->ready);
     h2o_linklist_init_anchor(&w->waiting);
+    h2o_linklist_init_anchor(&w->freeing);
     if (metrics_thread_init() < 0)
         return -ENOMEM;
     w->listeners = calloc(n, sizeof(*w->listeners));
@@ -1489,6 +1542,11 @@ static void worker_teardown(worker *w)
 {
     /* Deliver what was posted after the loop's last turn (wake-ups, late job answers). */
     h2o_evloop_run(w->loop, 0);
+    while (!h2o_linklist_is_empty(&w->freeing)) {
+        conn *c = H2O_STRUCT_FROM_MEMBER(conn, link, w->freeing.next);
+        h2o_linklist_unlink(&c->link);
+        conn_free_now(c);
+    }
     if (w->n_pending > 0 || http_loop_conns(w->http) > 0 ||
         !h2o_linklist_is_empty(&w->jobs_receiver._messages) ||
         !h2o_linklist_is_empty(&w->wake_receiver._messages) ||
