@@ -688,13 +688,14 @@ static void conn_free(conn *c)
         h2o_linklist_insert(&c->w->freeing, &c->link);
 }
 
-static void free_closed(worker *w)
+/* Frees what the turn leaves time for, at least one; all of them with budgeted false. */
+static void free_closed(worker *w, bool budgeted)
 {
     while (!h2o_linklist_is_empty(&w->freeing)) {
         conn *c = H2O_STRUCT_FROM_MEMBER(conn, link, w->freeing.next);
         h2o_linklist_unlink(&c->link);
         conn_free_now(c);
-        if (turns_over(&w->turns))
+        if (budgeted && turns_over(&w->turns))
             break;
     }
 }
@@ -954,13 +955,10 @@ static bool conn_read(conn *c)
     return true;
 }
 
+/* A readiness notice only (h2o_socket_dont_read): h2o reads nothing, so reports no error. */
 static void on_read(h2o_socket_t *sock, const char *err)
 {
     conn *c = sock->data;
-    if (err) {
-        conn_close(c);
-        return;
-    }
     if (!conn_read(c))
         return;
     /* Activity: restart the idle clock. */
@@ -1305,7 +1303,7 @@ static void on_pass(h2o_timeout_entry_t *entry)
     serve_queue(w, &w->ready_first);
     serve_queue(w, &w->ready);
     http_loop_run_ready(w->http);
-    free_closed(w);
+    free_closed(w, true);
 }
 
 /* The connections held back by buffers-max are looked at again (those still over it wait
@@ -1542,11 +1540,7 @@ static void worker_teardown(worker *w)
 {
     /* Deliver what was posted after the loop's last turn (wake-ups, late job answers). */
     h2o_evloop_run(w->loop, 0);
-    while (!h2o_linklist_is_empty(&w->freeing)) {
-        conn *c = H2O_STRUCT_FROM_MEMBER(conn, link, w->freeing.next);
-        h2o_linklist_unlink(&c->link);
-        conn_free_now(c);
-    }
+    free_closed(w, false);
     if (w->n_pending > 0 || http_loop_conns(w->http) > 0 ||
         !h2o_linklist_is_empty(&w->jobs_receiver._messages) ||
         !h2o_linklist_is_empty(&w->wake_receiver._messages) ||
